@@ -274,10 +274,13 @@ class DbCtl:
         target = self.info.schema_version
         self.log(f"Upgrading database schema from version {stored} to version {target}.")
         fail_after = (len(steps) + 1) // 2 if self.fault("schema-upgrade-fails") else None
+        slow = faults.value("schema-upgrade-slow", self.opts.config_dir, default="2")
         script = ["BEGIN;"]
         for index, step in enumerate(steps, 1):
             script.append(f"\\echo @@step {index}")
             script.append(step.sql)
+            if slow is not None:
+                script.append(f"SELECT pg_sleep({float(slow)});")
             if fail_after == index:
                 script.append("DO $$ BEGIN RAISE EXCEPTION 'tractor emulator fault: schema-upgrade-fails'; END $$;")
         script.append(f"UPDATE param SET value = '{target}' WHERE name = 'schema-version';")

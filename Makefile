@@ -1,0 +1,151 @@
+# renderfarm.tractor -- developer and CI entry points.
+#
+#   make demo     run the emulator demo
+#   make test     everything CI runs (.ci/run is `make test`)
+#   make help     all targets
+#
+# Every target installs what it needs, so each works on a fresh Debian 12 machine as root.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+# --- interpreters ------------------------------------------------------------------------------
+# .venv: Python 3.12 for the current ansible-core. A `python3.12` on PATH may be a pyenv shim
+# that exits 127, so each candidate is run before it is used; then pyenv's own installs are
+# tried; failing all that, Python 3.11 (Debian 12's python3), on which constraints.txt's
+# markers select ansible-core 2.19.
+PY_VERSION ?= 3.12
+PYTHON ?= python$(PY_VERSION)
+# .venv-2.19: the oldest ansible-core that meta/runtime.yml accepts, on Python 3.11.
+PY_VERSION_2_19 ?= 3.11
+PYTHON_2_19 ?= python$(PY_VERSION_2_19)
+
+PYENV_ROOT ?= $(HOME)/.pyenv
+VENV ?= .venv
+VENV_2_19 ?= .venv-2.19
+CONSTRAINTS := constraints.txt
+REQUIREMENTS := requirements-dev.txt
+VENV_INPUTS := $(CONSTRAINTS) $(REQUIREMENTS) emulator/pyproject.toml
+COLLECTION_LINK := .collections/ansible_collections/renderfarm/tractor
+ENGINE_OWNER ?= tractor
+
+# pytest: one run over every suite that exists; extra options via PYTEST_ARGS=...
+TEST_SUITES = $(wildcard tests/unit tests/emulator tests/collection)
+CHECK_SUITES = $(or $(wildcard tests/unit tests/emulator),tests/emulator)
+PYTEST_ARGS ?=
+
+# $(call python_ok,CMD,VERSION): CMD if it runs, is Python VERSION (when VERSION is given) and
+# can make a venv (Debian's python3 needs python3-venv for that); empty otherwise.
+python_ok = $(shell $(1) -c 'import sys, ensurepip, venv; v = "$(2)"; sys.exit(bool(v) and "%d.%d" % sys.version_info[:2] != v)' >/dev/null 2>&1 && echo $(1))
+# $(call find_python,CMD,VERSION): CMD, else a pyenv-installed VERSION.x, else /usr/local/bin's or /usr/bin's.
+find_python = $(firstword \
+	$(call python_ok,$(1)) \
+	$(foreach c,$(sort $(wildcard $(PYENV_ROOT)/versions/$(2).*/bin/python$(2) /root/.pyenv/versions/$(2).*/bin/python$(2))),$(call python_ok,$(c),$(2))) \
+	$(foreach c,/usr/local/bin/python$(2) /usr/bin/python$(2),$(call python_ok,$(c),$(2))))
+
+PIP_FLAGS := --disable-pip-version-check --no-input --quiet
+
+# $(call make_venv,DIR,PYTHON): create DIR (if needed) and install the pinned tools into it.
+define make_venv
+	@if [ ! -x $(1)/bin/python ]; then \
+		py='$(2)'; \
+		if [ -z "$$py" ]; then echo "make: no usable Python found for $(1) (see PYTHON / PY_VERSION in the Makefile)" >&2; exit 1; fi; \
+		echo "creating $(1) with $$py ($$($$py -c 'import sys; print(sys.version.split()[0])'))"; \
+		$$py -m venv $(1); \
+	fi
+	$(1)/bin/python -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) --upgrade pip setuptools
+	$(1)/bin/python -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) -r $(REQUIREMENTS)
+	$(1)/bin/python -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) --no-build-isolation -e emulator
+	$(1)/bin/python -m pip check
+endef
+
+.PHONY: help
+help:
+	@echo "make demo         run the emulator demo (installs what it needs)"
+	@echo "make test         run every test suite, as CI does (.ci/run)"
+	@echo "make check        emulator (and unit) tests only"
+	@echo "make venv         $(VENV): Python $(PY_VERSION) tools pinned by $(CONSTRAINTS), emulator installed editable"
+	@echo "make venv-2.19    $(VENV_2_19): the same on Python $(PY_VERSION_2_19) with ansible-core 2.19"
+	@echo "make deps         Debian packages the tests need (PostgreSQL server binaries)"
+	@echo "make engine-owner the unprivileged '$(ENGINE_OWNER)' account (PostgreSQL refuses root)"
+	@echo "make clean        remove venvs, caches and build output"
+
+# --- Python environments -----------------------------------------------------------------------
+.PHONY: venv venv-2.19
+venv: $(VENV)/.installed $(COLLECTION_LINK)
+venv-2.19: $(VENV_2_19)/.installed $(COLLECTION_LINK)
+
+$(VENV)/.installed: $(VENV_INPUTS)
+	$(call make_venv,$(VENV),$(or $(call find_python,$(PYTHON),$(PY_VERSION)),$(call find_python,python3,3.11)))
+	@$(VENV)/bin/python -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(PY_VERSION)")' \
+		|| echo "make: warning: no Python $(PY_VERSION) found; $(VENV) uses $$($(VENV)/bin/python -V) and so ansible-core 2.19" >&2
+	@$(VENV)/bin/python -c 'import sys; from ansible.release import __version__ as v; print("$(VENV): Python", sys.version.split()[0], "ansible-core", v)'
+	@touch $@
+
+$(VENV_2_19)/.installed: $(VENV_INPUTS)
+	$(call make_venv,$(VENV_2_19),$(call find_python,$(PYTHON_2_19),$(PY_VERSION_2_19)))
+	@$(VENV_2_19)/bin/python -c 'from ansible.release import __version__ as v; import sys; print("ansible-core", v); sys.exit(not v.startswith("2.19."))' \
+		|| { echo "make: $(VENV_2_19) must hold ansible-core 2.19 (is $(PYTHON_2_19) Python 3.11?)" >&2; exit 1; }
+	@touch $@
+
+# ansible.cfg points collections_path at .collections; this makes renderfarm.tractor resolve to
+# the working tree itself.
+$(COLLECTION_LINK):
+	@mkdir -p $(@D)
+	ln -sfn ../../.. $@
+
+# --- machine setup -----------------------------------------------------------------------------
+.PHONY: deps engine-owner
+deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	for tool in dpkg-deb tar gzip; do \
+		command -v $$tool >/dev/null 2>&1 || echo "make deps: '$$tool' not found; it is assumed to be present" >&2; \
+	done; \
+	if [ -z "$(call find_python,$(PYTHON),$(PY_VERSION))$(call find_python,python3,3.11)" ] && [ -x /usr/bin/python3 ]; then \
+		missing="$$missing python3-venv"; \
+	fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "make deps: missing Debian packages:$$missing -- as root: apt-get install --no-install-recommends$$missing" >&2; \
+		exit 1; \
+	fi; \
+	echo "make deps: installing$$missing"; \
+	apt-get update; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing
+
+engine-owner:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make engine-owner: not root; the tests run the engine tools as $$(id -un)"; \
+	elif ! id -u $(ENGINE_OWNER) >/dev/null 2>&1; then \
+		echo "make engine-owner: creating system account $(ENGINE_OWNER)"; \
+		useradd --system --create-home --shell /bin/sh $(ENGINE_OWNER); \
+	fi
+
+# --- tests and demo ----------------------------------------------------------------------------
+# pytest exits 5 when it collected no test; a suite that is still empty must not fail the run.
+define run_pytest
+	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) $(1) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests in: $(1)"; rc=0; fi; \
+	exit $$rc
+endef
+
+.PHONY: check test demo
+check: deps venv engine-owner
+	$(call run_pytest,$(CHECK_SUITES))
+
+test: deps venv engine-owner
+	$(call run_pytest,$(TEST_SUITES))
+
+demo: deps venv engine-owner
+	$(VENV)/bin/tractor-emulator demo
+
+# --- cleanup -----------------------------------------------------------------------------------
+.PHONY: clean
+clean:
+	rm -rf $(VENV) $(VENV_2_19) .venv-* .collections .cache .pytest_cache build dist tests/output
+	rm -rf emulator/*.egg-info emulator/build
+	rm -f renderfarm-tractor-*.tar.gz
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
