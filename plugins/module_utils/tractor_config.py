@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Reading Tractor's tractor.config and db.config the way tractor-dbctl does.
+
+* Both files are Python literals (True/False, '#' comments), read with ast.literal_eval; JSON's
+  true/false/null are an error there, as they are for tractor-dbctl.
+* The stock file of the install is read first and the site file's keys are laid over it with a
+  top-level update: a nested dict such as DBConnection is replaced whole, not merged.
+* Only ${TractorDataDirectory} is expanded, and only inside DBDataDir.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import ast
+import os
+
+DEFAULT_PREFIX = '/opt/pixar'
+DB_CONNECTION_DEFAULTS = {'host': 'localhost', 'port': 9876, 'dbname': 'tractor'}
+REQUIRED_KEYS = {
+    'tractor.config': ('TractorDataDirectory', 'EngineOwner'),
+    'db.config': ('DBStartup', 'DBUseExisting', 'DBAutoUpgrade', 'DBInit', 'DBShutdown',
+                  'DBConnection', 'DBArchiving', 'DBDataDir'),
+}
+# Fallbacks tractor-dbctl uses when a db.config key is absent.
+DB_FLAG_FALLBACKS = {'DBStartup': False, 'DBUseExisting': False, 'DBAutoUpgrade': True,
+                     'DBInit': False, 'DBShutdown': False, 'DBArchiving': False}
+
+
+class TractorConfigError(Exception):
+    pass
+
+
+def install_dir_for(version, prefix=DEFAULT_PREFIX):
+    """The documented install location of a version: /opt/pixar/Tractor-<version>."""
+    return os.path.join(prefix, 'Tractor-%s' % version)
+
+
+def load_literal(path):
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except (IOError, OSError) as exc:
+        raise TractorConfigError('cannot read %s: %s' % (path, exc))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise TractorConfigError(
+            'cannot parse %s: %s. tractor.config and db.config are Python literals: '
+            'write True/False, not true/false' % (path, exc))
+    if not isinstance(value, dict):
+        raise TractorConfigError('%s does not hold a dictionary' % path)
+    return value
+
+
+class SiteConfig(object):
+    """The merged stock + site tractor.config and db.config of one engine."""
+
+    def __init__(self, install_dir, config_dir):
+        self.install_dir = install_dir
+        self.config_dir = config_dir
+        self.stock_dir = os.path.join(install_dir, 'config')
+        self.files = {}
+        self.tractor = self._merge('tractor.config')
+        self.db = self._merge('db.config')
+
+    def _merge(self, name):
+        merged = {}
+        used = []
+        for directory in (self.stock_dir, self.config_dir):
+            path = os.path.join(directory, name)
+            if os.path.exists(path):
+                merged.update(load_literal(path))
+                used.append(path)
+        self.files[name] = used
+        return merged
+
+    def missing_keys(self):
+        missing = []
+        for name, values in (('tractor.config', self.tractor), ('db.config', self.db)):
+            for key in REQUIRED_KEYS[name]:
+                if key not in values:
+                    missing.append('%s (%s)' % (key, name))
+        return missing
+
+    @property
+    def data_dir(self):
+        return str(self.tractor.get('TractorDataDirectory', '/var/spool/tractor'))
+
+    @property
+    def db_data_dir(self):
+        return str(self.db.get('DBDataDir', '${TractorDataDirectory}/psql')).replace(
+            '${TractorDataDirectory}', self.data_dir)
+
+    @property
+    def engine_owner(self):
+        return str(self.tractor.get('EngineOwner') or '')
+
+    @property
+    def db_connection(self):
+        conn = dict(DB_CONNECTION_DEFAULTS)
+        conn.update(self.db.get('DBConnection') or {})
+        return conn
+
+    def db_flag(self, key):
+        return bool(self.db.get(key, DB_FLAG_FALLBACKS.get(key, False)))
+
+    @property
+    def listener(self):
+        """(host, port) from ListenerPort: an int, or an 'iface:port' string."""
+        value = self.tractor.get('ListenerPort', 80)
+        if isinstance(value, str) and ':' in value:
+            host, port = value.rsplit(':', 1)
+            return host, int(port)
+        return '', int(value)
+
+    @property
+    def cmd_logs_dir(self):
+        return os.path.join(self.data_dir, 'cmd-logs')
