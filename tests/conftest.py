@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's contract tests: real installs, real PostgreSQL, real processes.
+"""Shared fixtures: real Tractor installs (emulator), real PostgreSQL, real processes.
 
 PostgreSQL refuses to run as root, and tractor-dbctl refuses to run as anyone but EngineOwner
 (fact sheet §1.3).  So when the tests run as root (CI does) every dbctl call runs as the

@@ -1,0 +1,270 @@
+"""Fast unit tests of the emulated tq's pure logic: search clauses, columns, formatting, option
+parsing (fact sheet §5), and tractor-spool's job validation.  No engine, no network."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from tractor_emulator import client, spool, tq
+from tractor_emulator.client import UsageError
+
+NOW = 1_700_000_000.0
+
+JOBS = [
+    {"jid": 1, "owner": "ann", "title": "shot 10", "priority": 100.0, "numtasks": 3, "numblocked": 0,
+     "numready": 1, "numactive": 1, "numerror": 0, "numdone": 1, "spooltime": NOW - 3600,
+     "pausetime": None, "deletetime": None, "comment": ""},
+    {"jid": 2, "owner": "bob", "title": "comp", "priority": 50.0, "numtasks": 2, "numblocked": 0,
+     "numready": 0, "numactive": 0, "numerror": 0, "numdone": 2, "spooltime": NOW - 3 * 86400,
+     "pausetime": NOW - 60, "deletetime": None, "comment": ""},
+    {"jid": 3, "owner": "ann", "title": "r3 lighting", "priority": 75.0, "numtasks": 2,
+     "numblocked": 1, "numready": 0, "numactive": 0, "numerror": 1, "numdone": 0,
+     "spooltime": NOW - 120, "pausetime": None, "deletetime": None, "comment": ""},
+]
+TASKS = [
+    {"jid": 1, "tid": 1, "title": "frame 1", "state": "done", "owner": "ann", "blade": "b1"},
+    {"jid": 1, "tid": 2, "title": "frame 2", "state": "active", "owner": "ann", "blade": "b1"},
+    {"jid": 2, "tid": 1, "title": "c1", "state": "active", "owner": "bob", "blade": "b2"},
+    {"jid": 3, "tid": 1, "title": "x", "state": "error", "owner": "ann", "blade": ""},
+]
+
+
+def select(table: str, clause: str, rows, user: str = "ann") -> list:
+    tbl = tq.TABLES[table]
+    node = tq.parse_clause(tbl, clause, user)
+    tq.check_attrs(tbl, node, set().union(*(r.keys() for r in rows)))
+    ev = tq.Evaluator(tbl, now=NOW)
+    key = "jid" if table == "jobs" else "tid"
+    return [(r["jid"], r[key]) if table == "tasks" else r["jid"] for r in rows if ev.matches(node, r)]
+
+
+# -- search clauses (§5) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("clause, expected", [
+    ("", [1, 2, 3]),
+    ("active", [1]),
+    ("ready", [1]),
+    ("blocked", [3]),
+    ("error", [3]),
+    ("done", [2]),                       # done = numdone=numtasks (attribute vs attribute)
+    ("mine", [1, 3]),                    # owner = $USER
+    ("user=bob", [2]),                   # user is a synonym of owner
+    ("Job.owner=ann and not done", [1, 3]),
+    ("owner=ann or owner=bob", [1, 2, 3]),
+    ("not (active or error)", [2]),
+    ("priority >= 75", [1, 3]),
+    ("pri < 75", [2]),
+    ("jid != 2", [1, 3]),
+    ("jid <> 2", [1, 3]),
+    ("jid in [1 3]", [1, 3]),
+    ("owner=[bob]", [2]),
+    ("title like ^r3", [3]),
+    ("title like 'shot|comp'", [1, 2]),
+    ("title not like ^r3", [1, 2]),
+    ('title="shot 10"', [1]),
+    ("spooltime < -1d", [2]),            # relative time: older than a day
+    ("spooled > -10m", [3]),
+    ("paused", [2]),
+    ("not paused and mine", [1, 3]),
+    ("ACTIVE OR done", [1, 2]),          # keywords and aliases are case-insensitive
+    ("!done", [1, 3]),
+])
+def test_job_clauses(clause, expected):
+    assert select("jobs", clause, JOBS) == expected
+
+
+@pytest.mark.parametrize("clause, expected", [
+    ("active", [(1, 2), (2, 1)]),
+    ("done", [(1, 1)]),
+    ("error", [(3, 1)]),
+    ("ready or blocked", []),
+    ("state=active and mine", [(1, 2)]),
+    ("Task.state=active and Job.owner=bob", [(2, 1)]),
+    ("blade like ^b", [(1, 1), (1, 2), (2, 1)]),
+    ("blade=''", [(3, 1)]),
+])
+def test_task_clauses(clause, expected):
+    assert select("tasks", clause, TASKS) == expected
+
+
+@pytest.mark.parametrize("clause", [
+    "owner=", "(active", "active and", "and", "owner = [a", "title like '('", "x @ y",
+])
+def test_bad_clauses(clause):
+    with pytest.raises(UsageError):
+        select("jobs", clause, JOBS)
+
+
+def test_unknown_attribute():
+    with pytest.raises(UsageError, match="unknown job attribute 'nosuch'"):
+        select("jobs", "nosuch=1", JOBS)
+
+
+def test_relative_and_absolute_times():
+    assert tq.parse_time_value("-1d", NOW) == NOW - 86400
+    assert tq.parse_time_value("+2h", NOW) == NOW + 7200
+    assert tq.parse_time_value("1234", NOW) == 1234
+    assert tq.parse_time_value("2020-08-17", NOW) == time.mktime((2020, 8, 17, 0, 0, 0, 0, 0, -1))
+    assert tq.parse_time_value("shot", NOW) is None
+
+
+# -- columns and formatting (§5) -------------------------------------------------------------------
+def names(cols):
+    return [c.name for c in cols]
+
+
+def test_default_columns():
+    jobs = tq.select_columns(tq.TABLES["jobs"], None)
+    assert names(jobs) == ["jid", "user", "title", "pri", "numblocked", "numready", "numactive",
+                           "numerror", "numdone", "spooled"]
+    assert names(tq.select_columns(tq.TABLES["tasks"], None)) == [
+        "jid", "tid", "user", "title", "state", "statetime", "blade"]
+    assert names(tq.select_columns(tq.TABLES["blades"], None)) == [
+        "name", "port", "profile", "load", "availdisk", "availmem", "starttime", "nimby"]
+    assert names(tq.select_columns(tq.TABLES["params"], None)) == ["name", "value"]
+
+
+def test_job_header_and_separator():
+    cols = tq.select_columns(tq.TABLES["jobs"], None)
+    header, rule = tq.format_header(cols, tq.FormatOptions())
+    assert header.split() == ["jid", "user", "title", "pri", "blkd", "redy", "actv", "err", "done", "spooled"]
+    assert set(rule.replace(" ", "")) == {"="}
+    assert len(rule.split()) == len(cols)
+
+
+def test_cols_add_remove_replace_width():
+    table = tq.TABLES["jobs"]
+    assert names(tq.select_columns(table, "+numtasks,-spooled"))[-2:] == ["numdone", "numtasks"]
+    assert "spooled" not in names(tq.select_columns(table, "-spooled"))
+    assert "user" not in names(tq.select_columns(table, "-owner"))   # synonym removal
+    assert names(tq.select_columns(table, "jid,title")) == ["jid", "title"]
+    assert tq.select_columns(table, "title=12")[0].width == 12
+    # any attribute the engine returns can be a column
+    assert names(tq.select_columns(table, "jid,spoolhost", {"spoolhost"})) == ["jid", "spoolhost"]
+    with pytest.raises(UsageError):
+        tq.select_columns(table, "jid,nosuch")
+
+
+def test_format_row_zeros_times_and_delimiter():
+    cols = tq.select_columns(tq.TABLES["jobs"], None)
+    row = JOBS[0]
+    line = tq.format_row(cols, row, tq.FormatOptions())
+    fields = line.split()
+    assert fields[:4] == ["1", "ann", "shot", "10"]
+    assert fields[-1] == time.strftime("%m/%d|%H:%M", time.localtime(row["spooltime"]))
+    assert "|" in fields[-1] and "/" in fields[-1]
+    # zero counts are blank unless --zeros
+    assert " 0 " not in line
+    zeros = tq.format_row(cols, row, tq.FormatOptions(zeros=True))
+    assert " 0 " in zeros
+    # priority 100.0 prints as 100
+    assert "100.0" not in line
+    plain = tq.format_row(tq.select_columns(tq.TABLES["jobs"], "jid,user,title"), row,
+                          tq.FormatOptions(delimiter=","))
+    assert plain == "1,ann,shot 10"
+    raw = tq.format_row(tq.select_columns(tq.TABLES["jobs"], "spooled"), row, tq.FormatOptions(raw=True))
+    assert raw == str(int(row["spooltime"]))
+
+
+def test_argv_column_quotes():
+    cols = tq.select_columns(tq.TABLES["tasks"], "argv")
+    assert tq.format_row(cols, {"argv": ["echo", "a b"]}, tq.FormatOptions()) == "echo 'a b'"
+
+
+def test_sort():
+    table = tq.TABLES["jobs"]
+    assert [r["jid"] for r in tq.sort_rows(table, JOBS, None)] == [1, 2, 3]
+    assert [r["jid"] for r in tq.sort_rows(table, JOBS, "-pri")] == [1, 3, 2]
+    assert [r["jid"] for r in tq.sort_rows(table, JOBS, "user,-jid")] == [3, 1, 2]
+
+
+# -- option parsing (§5) ---------------------------------------------------------------------------
+def test_sub_options():
+    opts = tq.parse_sub_args("jobs", ["-c", "jid,title", "-s", "-jid", "--limit", "0", "--nh",
+                                      "--delimiter=;", "--ns", "-a", "owner=ann", "and", "spooltime",
+                                      "<", "-1d"])
+    assert (opts.cols, opts.sortby, opts.limit, opts.noheader, opts.delimiter, opts.nosort,
+            opts.archives) == ("jid,title", "-jid", 0, True, ";", True, True)
+    assert opts.clause == "owner=ann and spooltime < -1d"
+
+
+@pytest.mark.parametrize("argv", [["jobs", "--yes"], ["retry", "active", "--force"],
+                                  ["jobs", "--engine", "x:1"], ["tasks", "-u", "bob"]])
+def test_global_option_after_subcommand_is_an_error(argv, capsys):
+    err = io.StringIO()
+    assert tq.main("2.4", "/nonexistent", argv, stdout=io.StringIO(), stderr=err) == 2
+    assert "must come before the subcommand" in err.getvalue()
+
+
+def test_version_line():
+    out = io.StringIO()
+    assert tq.main("2.4", "/nonexistent", ["-v"], stdout=out) == 0
+    assert out.getvalue() == "2.4 (2091325) - 17 Aug 2020 05:40:13\n"
+    out = io.StringIO()
+    assert tq.main("2.2", "/nonexistent", ["--version"], stdout=out) == 0
+    assert out.getvalue().startswith("2.2 (1715407) - ")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nosuch"], "unknown subcommand"),
+    (["jobs", "--bogus"], "unknown option --bogus"),
+    (["jobs", "owner ="], "search clause"),
+    (["retry"], "a search clause is required"),
+    (["--threads", "0", "jobs"], "--threads"),
+    (["--engine", "host:notaport", "jobs"], "bad engine address"),
+])
+def test_usage_errors_exit_2(argv, message):
+    err = io.StringIO()
+    assert tq.main("2.4", "/nonexistent", argv, stdout=io.StringIO(), stderr=err) == 2
+    assert message in err.getvalue()
+
+
+# -- engine address (§5) ---------------------------------------------------------------------------
+def test_engine_resolution():
+    assert client.resolve_engine("127.0.0.1:8080", {}) == ("127.0.0.1", 8080)
+    assert client.resolve_engine(None, {"TRACTOR_ENGINE": "127.0.0.2"}) == ("127.0.0.2", 80)
+    assert client.resolve_engine("127.0.0.3:81", {"TRACTOR_ENGINE": "127.0.0.2:9"}) == ("127.0.0.3", 81)
+    host, port = client.resolve_engine(None, {})
+    assert port == 80 and host in ("tractor-engine", "127.0.0.1")
+    assert client.default_user({}) == "root"
+    assert client.default_user({"USER": "ann"}) == "ann"
+
+
+def test_engine_down_is_exit_2():
+    err = io.StringIO()
+    assert tq.main("2.4", "/nonexistent", ["--engine", "127.0.0.1:1", "jobs"],
+                   stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue().startswith("tq: cannot reach the engine at 127.0.0.1:1: ")
+
+
+# -- tractor-spool job validation ------------------------------------------------------------------
+def test_spool_validation():
+    good = {"title": "t", "priority": 10, "tasks": [
+        {"title": "a", "argv": ["echo", "hi"]},
+        {"title": "b", "cmds": [{"argv": ["true"]}], "subtasks": [{"title": "c", "argv": ["true"]}]},
+        {"title": "group", "subtasks": [{"argv": ["true"]}]},
+    ]}
+    assert spool.validate_job(good) == 5
+    for bad in ({}, {"tasks": []}, {"tasks": [{"argv": "echo hi"}]}, {"tasks": [{"argv": ["echo", 1]}]},
+                {"tasks": [{"title": "empty"}]}, {"tasks": [{"cmds": [{}]}]},
+                {"priority": "high", "tasks": [{"argv": ["true"]}]}, []):
+        with pytest.raises(spool.JobError):
+            spool.validate_job(bad)
+
+
+def test_spool_refuses_alf(tmp_path):
+    job = tmp_path / "job.alf"
+    job.write_text("Job -title {x} -subtasks {}\n")
+    err = io.StringIO()
+    assert spool.main("2.4", "/nonexistent", [str(job)], stdout=io.StringIO(), stderr=err) == 2
+    assert ".alf" in err.getvalue() and "not" in err.getvalue()
+
+
+def test_spool_print(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text('{"title": "t", "tasks": [{"argv": ["true"]}]}')
+    out = io.StringIO()
+    assert spool.main("2.4", "/nonexistent", ["--print", "-p", "7", "--title", "new", str(job)], stdout=out) == 0
+    assert '"priority": 7' in out.getvalue() and '"title": "new"' in out.getvalue()
