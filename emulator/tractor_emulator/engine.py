@@ -745,22 +745,28 @@ def main(version: str, install_root: str, argv: list[str]) -> int:
     log("NOTICE", f"listening on tcp port {port}")
 
     owner = cfg.engine_owner
-    if os.geteuid() == 0:
-        if not owner or owner == "root":
-            log("SEVERE", "EngineOwner must name an unprivileged account when the engine is started as root")
-            return 1
-        try:
-            drop_privileges(owner)
-        except (KeyError, OSError) as exc:
-            log("SEVERE", f"cannot switch to EngineOwner {owner!r}: {exc}")
-            return 1
-    log("NOTICE", f"engine operating login: '{pwd.getpwuid(os.geteuid()).pw_name}'")
+    as_root = os.geteuid() == 0
+    if as_root and (not owner or owner == "root"):
+        log("SEVERE", "EngineOwner must name an unprivileged account when the engine is started as root")
+        return 1
+    # Detach and write the pid file while still root (it may live in /var/run), then drop to
+    # EngineOwner; the log file is handed to EngineOwner so that SIGHUP can reopen it.
     if opts.daemon:
         daemonize(opts.pidfile)
         log.reopen()
     elif opts.pidfile:
         with open(opts.pidfile, "w", encoding="utf-8") as handle:
             handle.write(f"{os.getpid()}\n")
+    if as_root:
+        try:
+            if opts.log:
+                entry = pwd.getpwnam(owner)
+                os.chown(opts.log, entry.pw_uid, entry.pw_gid)
+            drop_privileges(owner)
+        except (KeyError, OSError) as exc:
+            log("SEVERE", f"cannot switch to EngineOwner {owner!r}: {exc}")
+            return 1
+    log("NOTICE", f"engine operating login: '{pwd.getpwuid(os.geteuid()).pw_name}'")
 
     engine = Engine(info, install_root, config_dir, cfg, log, paused=opts.paused)
     server.RequestHandlerClass = make_handler(engine)
