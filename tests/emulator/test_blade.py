@@ -145,6 +145,16 @@ def test_nonzero_exit_marks_the_task_error(site):
     assert f"J{jid} T1 C1 I1: reported rc=3" in log and f"J{jid} T2 C2 I1: reported rc=127" in log
 
 
+def test_blade_started_before_the_engine_waits_for_it(site):
+    blade = site.start_blade("2.2", "early", "--poll", POLL)
+    wait_for(lambda: "unreachable" in blade_log(site, "early"), 10, "the blade to try the engine")
+    engine = site.start_engine("2.2")
+    jid = engine.spool({"title": "late", "tasks": [{"title": "t", "argv": ["echo", "late engine"]}]})
+    engine.wait_tasks(jid, lambda ts: states(ts) == ["done"])
+    assert cmd_log(site, jid, 1) == "late engine\n"
+    assert blade.poll() is None
+
+
 # -- engine restart while commands run (§7.5, §8) -----------------------------------------------------
 @pytest.mark.parametrize("restart_version", ["2.2", "2.4"])
 def test_engine_killed_while_a_command_runs(site, restart_version):
