@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: tractor_run
+short_description: Identify the current ansible-playbook run, for the per-engine lock
+version_added: 1.0.0
+description:
+  - Returns the controller's host name, the process id of the C(ansible-playbook) process and a run
+    id built from them and its start time.
+  - The same run gets the same values in every task and on every host, so the roles can recognise
+    their own lock; a later run, or a run that died, gets different ones, so its lock can be told
+    apart and, when its process is gone, recognised as stale.
+author:
+  - renderfarm.tractor contributors
+'''
+
+EXAMPLES = r'''
+- name: Show who is running
+  ansible.builtin.debug:
+    msg: "{{ lookup('renderfarm.tractor.tractor_run') }}"
+'''
+
+RETURN = r'''
+_raw:
+  description: One dictionary with C(run_id), C(controller_host), C(controller_pid) and C(started) (epoch seconds).
+  type: list
+  elements: dict
+'''
+
+import os
+import socket
+
+from ansible.plugins.lookup import LookupBase
+
+
+def _controller_process():
+    """pid and start time of the ansible-playbook process (workers are forked from it)."""
+    pid = os.getppid()
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            started = handle.read().rsplit(')', 1)[1].split()[19]
+    except (IOError, OSError, IndexError):
+        started = '0'
+    return pid, started
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        pid, started = _controller_process()
+        host = socket.gethostname()
+        return [dict(run_id='%s-%d-%s' % (host, pid, started), controller_host=host,
+                     controller_pid=pid, started=started)]

@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: tractor_info
+short_description: Read what the upgrade, backup and downgrade preflights need to know about one Tractor engine
+version_added: 1.0.0
+description:
+  - Reads the merged C(tractor.config) and C(db.config) of one engine (stock files of the install
+    with the site files laid over them, as C(tractor-dbctl) reads them) and reports the engine's
+    ports, directories and EngineOwner.
+  - For the configuration, data and database directories it reports the filesystem they live on
+    (mount point, source, type) and whether that is a network filesystem, so that a preflight can
+    refuse two engines sharing a directory through a network volume (the Upgrading runbook warns
+    that this risks corruption).
+  - Reports free space and the size of the job database directory, and whether the EngineOwner
+    account exists.
+  - Changes nothing.
+extends_documentation_fragment:
+  - renderfarm.tractor.tractor
+  - renderfarm.tractor.tractor.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  require_install:
+    description:
+      - Fail when the install directory does not exist.
+      - With V(false) the stock files are taken as absent and only the site files are read, which
+        is what a preflight wants for a version that is still to be installed.
+    type: bool
+    default: true
+  measure_database:
+    description:
+      - Walk the job database directory to report its size in bytes (RV(database.size)).
+    type: bool
+    default: true
+author:
+  - renderfarm.tractor contributors
+'''
+
+EXAMPLES = r'''
+- name: Read the production engine's layout
+  renderfarm.tractor.tractor_info:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+  register: engine_info
+
+- name: Refuse a job database on a network volume
+  ansible.builtin.assert:
+    that: not engine_info.paths.db_data_dir.network
+    fail_msg: "{{ engine_info.paths.db_data_dir.path }} is on {{ engine_info.paths.db_data_dir.fstype }}"
+'''
+
+RETURN = r'''
+install:
+  description: The install directory and whether it holds the tools.
+  returned: always
+  type: dict
+  sample: {"dir": "/opt/pixar/Tractor-2.2", "exists": true, "dbctl": true, "engine": true, "tq": true}
+config:
+  description: Values of the merged configuration the other modules and roles use.
+  returned: always
+  type: dict
+  sample:
+    data_dir: /var/spool/tractor
+    db_data_dir: /var/spool/tractor/psql
+    db_host: localhost
+    db_port: 9876
+    db_name: tractor
+    listener_host: ""
+    listener_port: 80
+    engine_owner: tractor
+    cmd_logs_dir: /var/spool/tractor/cmd-logs
+    db_shutdown: true
+    db_auto_upgrade: true
+    files: {"tractor.config": ["/opt/pixar/Tractor-2.2/config/tractor.config", "/opt/pixar/config/tractor.config"]}
+paths:
+  description:
+    - For C(config_dir), C(data_dir) and C(db_data_dir), where they are and on what filesystem.
+    - C(path) is the configured path, C(realpath) the path with symlinks resolved (of the nearest
+      existing parent when it does not exist yet).
+  returned: always
+  type: dict
+  sample:
+    data_dir: {"path": "/var/spool/tractor", "realpath": "/var/spool/tractor", "exists": true,
+               "mount_point": "/", "mount_source": "/dev/vda1", "fstype": "ext4", "network": false,
+               "free_bytes": 1073741824}
+database:
+  description: The job database directory.
+  returned: always
+  type: dict
+  sample: {"initialised": true, "size": 52428800}
+engine_owner:
+  description: The EngineOwner account.
+  returned: always
+  type: dict
+  sample: {"name": "tractor", "exists": true, "uid": 999, "gid": 995, "home": "/home/tractor"}
+address:
+  description: The engine's URL API address as C(host:port) (O(engine), else localhost and C(ListenerPort)).
+  returned: always
+  type: str
+  sample: localhost:80
+'''
+
+import os
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
+    COMMON_REQUIRED_ONE_OF, common_argument_spec,
+)
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
+    SiteConfig, TractorConfigError, install_dir_for,
+)
+
+NETWORK_FSTYPES = frozenset((
+    'nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'ncpfs', 'afs', 'glusterfs', 'ceph', 'cephfs', 'lustre',
+    'gpfs', 'beegfs', 'fuse.sshfs', 'fuse.glusterfs', 'fuse.cephfs', 'fuse.s3fs', '9p', 'davfs',
+    'fuse.davfs2', 'panfs', 'fuse.rclone', 'fuse.juicefs',
+))
+
+
+def parse_mountinfo(text):
+    """/proc/self/mountinfo -> list of (mount_point, fstype, source), longest first."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(' - ')
+        if not sep:
+            continue
+        fields = left.split()
+        rest = right.split()
+        if len(fields) < 5 or len(rest) < 2:
+            continue
+        mount_point = fields[4].replace('\\040', ' ').replace('\\011', '\t').replace('\\134', '\\')
+        mounts.append((mount_point, rest[0], rest[1]))
+    mounts.sort(key=lambda m: len(m[0]), reverse=True)
+    return mounts
+
+
+def mount_of(path, mounts):
+    for mount_point, fstype, source in mounts:
+        if path == mount_point or path.startswith(mount_point.rstrip('/') + '/') or mount_point == '/':
+            return mount_point, fstype, source
+    return '/', 'unknown', 'unknown'
+
+
+def existing_parent(path):
+    current = os.path.abspath(path)
+    while not os.path.exists(current) and current != '/':
+        current = os.path.dirname(current)
+    return current
+
+
+def describe_path(path, mounts):
+    exists = os.path.exists(path)
+    real = os.path.realpath(path if exists else existing_parent(path))
+    if not exists:
+        real = os.path.join(real, os.path.relpath(os.path.abspath(path), existing_parent(path)))
+    mount_point, fstype, source = mount_of(real, mounts)
+    try:
+        stat = os.statvfs(existing_parent(path))
+        free = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    return dict(path=path, realpath=real, exists=exists, mount_point=mount_point, mount_source=source,
+                fstype=fstype, network=fstype in NETWORK_FSTYPES or fstype.startswith('nfs'), free_bytes=free)
+
+
+def directory_size(path):
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path, onerror=lambda err: None):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def main():
+    argument_spec = common_argument_spec()
+    argument_spec.update(
+        require_install=dict(type='bool', default=True),
+        measure_database=dict(type='bool', default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, required_one_of=COMMON_REQUIRED_ONE_OF,
+                           supports_check_mode=True)
+    params = module.params
+    install_dir = params['install_dir'] or install_dir_for(params['version'])
+    config_dir = params['config_dir']
+    if not os.path.isdir(config_dir):
+        module.fail_json(msg='config_dir %s does not exist: give the site configuration directory the engine '
+                             'runs with (its --configdir)' % config_dir)
+    install_exists = os.path.isdir(install_dir)
+    if params['require_install'] and not install_exists:
+        module.fail_json(msg='Tractor install %s not found: install or stage that version first, or set '
+                             'install_dir' % install_dir)
+    try:
+        config = SiteConfig(install_dir, config_dir)
+    except TractorConfigError as exc:
+        module.fail_json(msg=str(exc))
+    missing = config.missing_keys() if install_exists else []
+    if missing:
+        module.fail_json(msg='required settings missing from the merged configuration: %s; add them to the site '
+                             'files in %s' % (', '.join(missing), config_dir))
+
+    try:
+        with open('/proc/self/mountinfo') as handle:
+            mounts = parse_mountinfo(handle.read())
+    except (IOError, OSError):
+        mounts = []
+    conn = config.db_connection
+    listen_host, listen_port = config.listener
+    owner_name = params['engine_owner'] or config.engine_owner
+    owner = dict(name=owner_name, exists=False, uid=None, gid=None, home=None)
+    if owner_name:
+        try:
+            entry = pwd.getpwnam(owner_name)
+            owner.update(exists=True, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir)
+        except KeyError:
+            pass
+    db_dir = config.db_data_dir
+    initialised = os.path.isfile(os.path.join(db_dir, 'PG_VERSION'))
+    module.exit_json(
+        changed=False,
+        install=dict(dir=install_dir, exists=install_exists,
+                     dbctl=os.access(os.path.join(install_dir, 'bin', 'tractor-dbctl'), os.X_OK),
+                     engine=os.access(os.path.join(install_dir, 'bin', 'tractor-engine'), os.X_OK),
+                     tq=os.access(os.path.join(install_dir, 'bin', 'tq'), os.X_OK)),
+        config=dict(
+            data_dir=config.data_dir, db_data_dir=db_dir, db_host=conn['host'], db_port=int(conn['port']),
+            db_name=conn['dbname'], listener_host=listen_host, listener_port=listen_port,
+            engine_owner=owner_name, cmd_logs_dir=config.cmd_logs_dir,
+            db_shutdown=config.db_flag('DBShutdown'), db_auto_upgrade=config.db_flag('DBAutoUpgrade'),
+            files=config.files,
+        ),
+        paths=dict(config_dir=describe_path(config_dir, mounts), data_dir=describe_path(config.data_dir, mounts),
+                   db_data_dir=describe_path(db_dir, mounts)),
+        database=dict(initialised=initialised,
+                      size=directory_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
+        engine_owner=owner,
+        address=params['engine'] or '%s:%d' % (listen_host or 'localhost', listen_port),
+    )
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,68 @@
+"""tractor_info reads an engine's merged config; tractor_lock keeps two runs off one engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from conftest import changed
+
+
+def test_info_reports_the_merged_config(site, ansible, installs):
+    install = installs("2.2")
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir})
+    assert not changed(info)
+    assert info["config"]["data_dir"] == site.data_dir
+    assert info["config"]["db_data_dir"] == site.db_dir  # ${TractorDataDirectory} expanded
+    assert info["config"]["db_port"] == site.db_port and info["config"]["listener_port"] == site.engine_port
+    assert info["config"]["db_shutdown"] is True  # from the stock db.config
+    assert info["engine_owner"]["exists"] and info["engine_owner"]["name"] == site.owner.pw_name
+    assert info["install"]["dbctl"] and info["address"] == f"localhost:{site.engine_port}"
+    assert info["paths"]["data_dir"]["network"] is False and info["database"]["initialised"] is False
+    site.dbctl("2.2", "--init")
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir})
+    assert info["database"]["initialised"] and info["database"]["size"] > 1_000_000
+
+
+def test_info_missing_install_is_refused_unless_asked(site, ansible):
+    failed = ansible.module("tractor_info", {"version": "9.9", "config_dir": site.config_dir})
+    assert failed["failed"] and "Tractor install /opt/pixar/Tractor-9.9 not found" in failed["msg"]
+    ok = ansible.module("tractor_info", {"version": "9.9", "config_dir": site.config_dir, "require_install": False})
+    assert ok["install"]["exists"] is False and ok["config"]["data_dir"] == site.data_dir
+
+
+def lock_args(site, run_id, **extra):
+    args = {"path": os.path.join(site.data_dir, ".renderfarm-tractor.lock"), "run_id": run_id,
+            "controller_host": socket.gethostname(), "controller_pid": os.getpid(), "purpose": "test"}
+    args.update(extra)
+    return args
+
+
+def test_lock_take_hold_refuse_release(site, ansible):
+    path = os.path.join(site.data_dir, ".renderfarm-tractor.lock")
+    check = ansible.module("tractor_lock", lock_args(site, "run-a"), check=True)
+    assert changed(check) and not os.path.exists(path)
+    took = ansible.module("tractor_lock", lock_args(site, "run-a"))
+    assert changed(took) and json.load(open(path))["run_id"] == "run-a"
+    assert not changed(ansible.module("tractor_lock", lock_args(site, "run-a")))  # same run: unchanged
+    other = ansible.module("tractor_lock", lock_args(site, "run-b"))
+    assert other["failed"] and "engine locked by another run: run-a (test)" in other["msg"]
+    refused = ansible.module("tractor_lock", lock_args(site, "run-b", state="absent"))
+    assert refused["failed"] and json.load(open(path))["run_id"] == "run-a"
+    released = ansible.module("tractor_lock", lock_args(site, "run-a", state="absent"))
+    assert changed(released) and not os.path.exists(path)
+    assert not changed(ansible.module("tractor_lock", lock_args(site, "run-a", state="absent")))
+
+
+def test_stale_lock_is_reported_and_only_broken_on_request(site, ansible):
+    path = os.path.join(site.data_dir, ".renderfarm-tractor.lock")
+    with open(path, "w") as handle:  # a run on this controller that died: its pid is gone
+        json.dump({"run_id": "dead-run", "controller_host": socket.gethostname(),
+                   "controller_pid": 2 ** 22 + 4242, "created": 0, "purpose": "upgrade"}, handle)
+    refused = ansible.module("tractor_lock", lock_args(site, "run-c"))
+    assert refused["failed"] and "stale lock found" in refused["msg"] and "is gone" in refused["msg"]
+    assert json.load(open(path))["run_id"] == "dead-run"
+    broke = ansible.module("tractor_lock", lock_args(site, "run-c", break_stale=True))
+    assert changed(broke) and broke["previous"]["stale"] is True
+    assert json.load(open(path))["run_id"] == "run-c"
