@@ -41,6 +41,13 @@ options:
         is what a preflight wants for a version that is still to be installed.
     type: bool
     default: true
+  extra_paths:
+    description:
+      - More paths to describe like the engine's directories (filesystem, network or not, free
+        space), for example the backup directory. Reported in RV(extra_paths) under the same keys.
+    type: list
+    elements: path
+    default: []
   measure_database:
     description:
       - Walk the job database directory to report its size in bytes (RV(database.size)).
@@ -97,6 +104,11 @@ paths:
     data_dir: {"path": "/var/spool/tractor", "realpath": "/var/spool/tractor", "exists": true,
                "mount_point": "/", "mount_source": "/dev/vda1", "fstype": "ext4", "network": false,
                "free_bytes": 1073741824}
+extra_paths:
+  description: O(extra_paths) described like RV(paths), keyed by the path as given.
+  returned: always
+  type: dict
+  sample: {"/var/backups/tractor": {"path": "/var/backups/tractor", "exists": true, "free_bytes": 1073741824}}
 database:
   description: The job database directory.
   returned: always
@@ -194,6 +206,7 @@ def main():
     argument_spec.update(
         require_install=dict(type='bool', default=True),
         measure_database=dict(type='bool', default=True),
+        extra_paths=dict(type='list', elements='path', default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=COMMON_REQUIRED_ONE_OF,
                            supports_check_mode=True)
@@ -248,6 +261,7 @@ def main():
         ),
         paths=dict(config_dir=describe_path(config_dir, mounts), data_dir=describe_path(config.data_dir, mounts),
                    db_data_dir=describe_path(db_dir, mounts)),
+        extra_paths=dict((path, describe_path(path, mounts)) for path in params['extra_paths']),
         database=dict(initialised=initialised,
                       size=directory_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
         engine_owner=owner,

@@ -1,0 +1,185 @@
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Filters the roles use for decisions that are clearer in Python than in Jinja."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import datetime
+import json
+from xml.sax.saxutils import escape, quoteattr
+
+from ansible.errors import AnsibleFilterError
+
+
+def _get(mapping, key, default=None):
+    try:
+        return mapping[key]
+    except (KeyError, TypeError):
+        return default
+
+
+def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
+    """Why engine ``me`` may not run beside the other engines of ``hosts``.
+
+    Engines on one machine (same ansible_host) must differ in listener port, config dir, data dir,
+    database dir and PostgreSQL port; engines on different machines must not reach the same
+    directory through a network volume (same mount source and path below it).
+    """
+    mine = _get(hostvars[me], info_var)
+    if not mine:
+        raise AnsibleFilterError('tractor_collisions: %s has no %s' % (me, info_var))
+    my_machine = _get(hostvars[me], 'ansible_host') or me
+    problems = []
+    for other in hosts:
+        if other == me:
+            continue
+        theirs = _get(hostvars[other], info_var)
+        if not theirs:
+            continue
+        machine = _get(hostvars[other], 'ansible_host') or other
+        if machine == my_machine:
+            for key, label in (('listener_port', 'engine port'), ('db_port', 'PostgreSQL port')):
+                if mine['config'][key] == theirs['config'][key]:
+                    problems.append('%s and %s on %s use the same %s %s'
+                                    % (me, other, machine, label, mine['config'][key]))
+            for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
+                               ('db_data_dir', 'DBDataDir')):
+                if mine['paths'][key]['realpath'] == theirs['paths'][key]['realpath']:
+                    problems.append('%s and %s on %s share the %s %s'
+                                    % (me, other, machine, label, mine['paths'][key]['realpath']))
+        else:
+            for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
+                               ('db_data_dir', 'DBDataDir')):
+                a, b = mine['paths'][key], theirs['paths'][key]
+                if not (a['network'] and b['network'] and a['mount_source'] == b['mount_source']):
+                    continue
+                rel_a = a['realpath'][len(a['mount_point']):].lstrip('/')
+                rel_b = b['realpath'][len(b['mount_point']):].lstrip('/')
+                if rel_a == rel_b:
+                    problems.append('%s (%s) and %s (%s) reach the same %s through the network volume %s:%s; '
+                                    'this risks corrupting both engines' % (me, my_machine, other, machine, label,
+                                                                            a['mount_source'], rel_a or '/'))
+    return problems
+
+
+def tractor_backup_list(find_files, suffix='.manifest.json'):
+    """``ansible.builtin.find`` results for ``*<suffix>`` manifests -> backups for tractor_prune_plan.
+
+    A manifest is written only after its archive verified, so each one stands for a verified backup.
+    """
+    backups = []
+    for item in find_files or []:
+        path = item['path']
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+        backups.append(dict(path=path, created=float(item.get('mtime') or 0), verified=True))
+    return backups
+
+
+def tractor_prune_plan(backups, keep_last=0, keep_days=0, now=None):
+    """Which backups retention removes.
+
+    ``backups``: list of dicts with ``path``, ``created`` (epoch) and ``verified`` (bool).
+    Keeps the newest ``keep_last`` (0 = no count limit) and those younger than ``keep_days``
+    (0 = no age limit); with both set a backup is kept when either rule keeps it.  The newest
+    verified backup is never removed.  Returns the list of paths to remove, oldest first.
+    """
+    keep_last = int(keep_last or 0)
+    keep_days = float(keep_days or 0)
+    if not keep_last and not keep_days:
+        return []
+    now = float(now) if now is not None else float(datetime.datetime.now().timestamp())
+    ordered = sorted(backups, key=lambda b: float(b['created']), reverse=True)
+    newest_verified = next((b['path'] for b in ordered if b.get('verified')), None)
+    remove = []
+    for index, backup in enumerate(ordered):
+        kept = backup['path'] == newest_verified
+        if keep_last and index < keep_last:
+            kept = True
+        if keep_days and now - float(backup['created']) < keep_days * 86400:
+            kept = True
+        if not kept:
+            remove.append(backup['path'])
+    return list(reversed(remove))
+
+
+def tractor_missing_records(hosts, records):
+    """Report entries for the engines of ``hosts`` that left no record."""
+    recorded = set(r.get('engine') for r in records or [])
+    return [dict(engine=host, result='missing', error='no record: unreachable, or failed before its first step')
+            for host in hosts or [] if host not in recorded]
+
+
+def _case_name(engine):
+    return '%s: %s' % (engine.get('engine', '?'), engine.get('action', '?'))
+
+
+def tractor_report_junit(report):
+    """A JUnit XML document of a run report: one testcase per engine."""
+    engines = report.get('engines', [])
+    failures = [e for e in engines if e.get('result') not in ('ok', 'unchanged', 'planned')]
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             '<testsuites name=%s tests="%d" failures="%d">' % (quoteattr('renderfarm.tractor ' + report.get('playbook', '')),
+                                                                  len(engines), len(failures)),
+             '  <testsuite name=%s tests="%d" failures="%d" timestamp=%s>' % (
+                 quoteattr(report.get('playbook', 'tractor')), len(engines), len(failures),
+                 quoteattr(str(report.get('finished', ''))))]
+    for engine in engines:
+        seconds = float(engine.get('duration') or 0)
+        lines.append('    <testcase classname=%s name=%s time="%.1f">' % (
+            quoteattr('tractor.' + str(engine.get('action', 'run'))), quoteattr(_case_name(engine)), seconds))
+        if engine in failures:
+            lines.append('      <failure message=%s>%s</failure>' % (
+                quoteattr(str(engine.get('error') or engine.get('result'))),
+                escape(json.dumps(engine, indent=2, sort_keys=True, default=str))))
+        lines.append('      <system-out>%s</system-out>' % escape(json.dumps(engine, sort_keys=True, default=str)))
+        lines.append('    </testcase>')
+    lines += ['  </testsuite>', '</testsuites>', '']
+    return '\n'.join(lines)
+
+
+def _cell(value):
+    if value is None or value == '':
+        return '-'
+    return str(value).replace('|', '\\|').replace('\n', ' ')
+
+
+def tractor_report_markdown(report):
+    """A Markdown summary of a run report."""
+    engines = report.get('engines', [])
+    out = ['# renderfarm.tractor %s report' % report.get('playbook', ''), '',
+           'Finished %s. %d engine(s).' % (report.get('finished', '?'), len(engines)), '',
+           '| engine | host | action | result | version before | version after | downtime (s) | backup | rollback |',
+           '|---|---|---|---|---|---|---|---|---|']
+    for e in engines:
+        backup = e.get('backup') or {}
+        out.append('| %s |' % ' | '.join(_cell(v) for v in (
+            e.get('engine'), e.get('host'), e.get('action'), e.get('result'), e.get('version_before'),
+            e.get('version_after'), e.get('downtime'),
+            ('%s (%s bytes, sha256 %s)' % (backup.get('path'), backup.get('size'), str(backup.get('sha256', ''))[:12]))
+            if backup.get('path') else None,
+            'yes' if e.get('rollback') else 'no')))
+    for e in engines:
+        phases = e.get('phases') or {}
+        if phases:
+            out += ['', '## %s: phases' % e.get('engine'), '', '| phase | seconds |', '|---|---|']
+            out += ['| %s | %s |' % (name, _cell(phases[name])) for name in phases]
+        if e.get('error'):
+            out += ['', '**%s failed:** %s' % (e.get('engine'), _cell(e.get('error')))]
+    out.append('')
+    return '\n'.join(out)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            'tractor_collisions': tractor_collisions,
+            'tractor_prune_plan': tractor_prune_plan,
+            'tractor_backup_list': tractor_backup_list,
+            'tractor_missing_records': tractor_missing_records,
+            'tractor_report_junit': tractor_report_junit,
+            'tractor_report_markdown': tractor_report_markdown,
+        }
