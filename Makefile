@@ -1,6 +1,6 @@
 # renderfarm.tractor -- developer and CI entry points.
 #
-#   make demo     run the emulator demo
+#   make demo     backup, upgrade and downgrade of emulated engines on this machine
 #   make test     everything CI runs (.ci/run is `make test`)
 #   make help     all targets
 #
@@ -63,7 +63,7 @@ endef
 
 .PHONY: help
 help:
-	@echo "make demo         run the emulator demo (installs what it needs)"
+	@echo "make demo         backup -> upgrade -> downgrade of emulated engines here (no containers)"
 	@echo "make test         run every test suite, as CI does (.ci/run)"
 	@echo "make check        emulator (and unit) tests only"
 	@echo "make venv         $(VENV): Python $(PY_VERSION) tools pinned by $(CONSTRAINTS), emulator installed editable"
@@ -140,7 +140,7 @@ test: deps venv engine-owner
 	$(call run_pytest,$(TEST_SUITES))
 
 demo: deps venv engine-owner
-	$(VENV)/bin/tractor-emulator demo
+	$(VENV)/bin/python demo/demo.py
 
 # --- cleanup -----------------------------------------------------------------------------------
 .PHONY: clean

@@ -29,7 +29,7 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
     directory through a network volume (same mount source and path below it).
     """
     mine = _get(hostvars[me], info_var)
-    if not mine:
+    if not mine or 'paths' not in mine:
         raise AnsibleFilterError('tractor_collisions: %s has no %s' % (me, info_var))
     my_machine = _get(hostvars[me], 'ansible_host') or me
     problems = []
@@ -37,7 +37,7 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
         if other == me:
             continue
         theirs = _get(hostvars[other], info_var)
-        if not theirs:
+        if not theirs or 'paths' not in theirs or 'config' not in theirs:  # absent, or a failed read
             continue
         machine = _get(hostvars[other], 'ansible_host') or other
         if machine == my_machine:
@@ -147,6 +147,17 @@ def _cell(value):
     return str(value).replace('|', '\\|').replace('\n', ' ')
 
 
+def _backup_cell(backup):
+    if not backup.get('path'):
+        return None
+    details = []
+    if backup.get('size') not in (None, '', 'None'):
+        details.append('%s bytes' % backup['size'])
+    if backup.get('sha256') not in (None, '', 'None'):
+        details.append('sha256 %s' % str(backup['sha256'])[:12])
+    return '%s (%s)' % (backup['path'], ', '.join(details)) if details else backup['path']
+
+
 def tractor_report_markdown(report):
     """A Markdown summary of a run report."""
     engines = report.get('engines', [])
@@ -159,8 +170,7 @@ def tractor_report_markdown(report):
         out.append('| %s |' % ' | '.join(_cell(v) for v in (
             e.get('engine'), e.get('host'), e.get('action'), e.get('result'), e.get('version_before'),
             e.get('version_after'), e.get('downtime'),
-            ('%s (%s bytes, sha256 %s)' % (backup.get('path'), backup.get('size'), str(backup.get('sha256', ''))[:12]))
-            if backup.get('path') else None,
+            _backup_cell(backup),
             'yes' if e.get('rollback') else 'no')))
     for e in engines:
         phases = e.get('phases') or {}
