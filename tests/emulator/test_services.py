@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import EngineProc
+from tractor_sites import EngineProc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the init script runs as root, as a service does")
 

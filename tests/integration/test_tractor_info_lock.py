@@ -6,7 +6,7 @@ import json
 import os
 import socket
 
-from conftest import changed
+from tractor_ansible import changed
 
 
 def test_info_reports_the_merged_config(site, ansible, installs):

@@ -1,0 +1,104 @@
+"""Running the collection for real: real ansible(-playbook) runs of the collection against emulated engines.
+
+Each module call is a real ``ansible localhost -m renderfarm.tractor.<module>`` process run from the
+repository root (so ansible.cfg puts this checkout on the collections path), with the module
+executed by the system Python, optionally through ``become_user`` -- as a site runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+# "localhost | SUCCESS =>", "localhost | CHANGED =>", "localhost | FAILED! =>" (the minimal callback).
+RESULT_RE = re.compile(r"^localhost \| (\w+)!?(?: \| rc=\d+)? =>", re.M)
+
+
+def venv_tool(name: str) -> str:
+    candidate = REPO / ".venv" / "bin" / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not installed: run `make venv`")
+    return found
+
+
+def ansible_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_STDOUT_CALLBACK": "minimal",
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+        "ANSIBLE_PIPELINING": "1",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+    })
+    env.pop("ANSIBLE_CONFIG", None)
+    env.update(extra or {})
+    return env
+
+
+class Ansible:
+    """Runs modules and playbooks of renderfarm.tractor for real."""
+
+    def __init__(self, owner_name: str):
+        self.owner_name = owner_name
+
+    def module(self, name: str, args: dict, check: bool = False, diff: bool = False,
+               become: bool = False, env: dict | None = None, timeout: int = 300) -> dict:
+        argv = [venv_tool("ansible"), "localhost", "-c", "local",
+                "-e", "ansible_python_interpreter=/usr/bin/python3",
+                "-m", f"renderfarm.tractor.{name}", "-a", json.dumps(args)]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        if become and os.geteuid() == 0:
+            argv += ["--become", "--become-user", self.owner_name, "--become-method", "su"]
+        proc = subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        matches = list(RESULT_RE.finditer(proc.stdout))
+        if not matches:
+            raise AssertionError(f"no module result in ansible output (rc={proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        last = matches[-1]
+        result = json.loads(proc.stdout[last.end():])
+        result["_status"] = last.group(1)
+        # The callback leaves "failed" out of the JSON it prints; put it back so that a failed
+        # module never passes for an unchanged one.
+        if last.group(1) in ("FAILED", "UNREACHABLE"):
+            result["failed"] = True
+        result["_output"] = proc.stdout[:last.start()]
+        return result
+
+    def playbook(self, playbook: str, extra_vars: dict | None = None, check: bool = False,
+                 diff: bool = False, inventory: str | None = None, env: dict | None = None,
+                 args: list[str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+        argv = [venv_tool("ansible-playbook"), playbook]
+        argv += ["-i", inventory] if inventory else ["-i", "localhost,", "-c", "local",
+                                                      "-e", "ansible_python_interpreter=/usr/bin/python3"]
+        if extra_vars:
+            argv += ["-e", json.dumps(extra_vars)]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        argv += args or []
+        return subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+
+def changed(result: dict) -> bool:
+    assert not result.get("failed"), json.dumps(result, indent=2)
+    return bool(result.get("changed"))
