@@ -28,6 +28,9 @@ COUNTER_SET_RE = re.compile(r'The job counter will continue from (\d+)\.')
 COUNTER_NOT_SET = 'The job counter was not updated.'
 UPGRADE_STEP_RE = re.compile(r'^Applying upgrade (\d+) of (\d+): (.*)$', re.M)
 UPGRADE_FROM_TO_RE = re.compile(r'^Upgrading database schema from version (\S+) to version (\S+)\.$', re.M)
+NO_UPGRADE_RE = re.compile(r'^No upgrades are required to be compatible with schema version (\S+)\.$', re.M)
+PENDING_UPGRADE_RE = re.compile(
+    r'^The following upgrades need to be applied to upgrade the schema from version (\S+) to (\S+):$', re.M)
 
 
 def parse_status(stderr):
@@ -56,6 +59,20 @@ def parse_upgrade(stderr):
         return None
     return dict(from_version=match.group(1), to_version=match.group(2),
                 steps=[m.group(3) for m in UPGRADE_STEP_RE.finditer(stderr)])
+
+
+def parse_check_upgrade(stderr):
+    """--check-upgrade output -> dict(required, from_version, to_version, steps)."""
+    text = stderr or ''
+    match = PENDING_UPGRADE_RE.search(text)
+    if match:
+        rest = text[match.end():]
+        steps = [line.strip() for line in rest.splitlines() if line.strip()]
+        return dict(required=True, from_version=match.group(1), to_version=match.group(2), steps=steps)
+    match = NO_UPGRADE_RE.search(text)
+    if match:
+        return dict(required=False, from_version=match.group(1), to_version=match.group(1), steps=[])
+    raise ValueError('unrecognised tractor-dbctl --check-upgrade output: %r' % (stderr,))
 
 
 class Dbctl(object):

@@ -1,0 +1,1172 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: tractor_db
+short_description: Start, stop, back up, verify, restore and destroy a Tractor engine's job database
+version_added: 1.0.0
+description:
+  - Manages the PostgreSQL job database of one Pixar Tractor engine through the install's own
+    C(tractor-dbctl), as the Tractor "Upgrading" runbook does, and writes and checks backup
+    archives.
+  - Backup archives have the layout C(tractor-dbctl --backup) writes, a gzip-compressed tar whose
+    only top-level entry is the last component of C(DBDataDir) (normally C(psql/)), so
+    C(tractor-dbctl --restore) restores them, whichever O(method) wrote them.
+  - Beside every archive the module writes C(<archive>.sha256) (C(sha256sum) format) and
+    C(<archive>.manifest.json) (versions, job counter, job count, sizes, checksum).
+  - All commands run as the EngineOwner (C(tractor-dbctl) and PostgreSQL refuse anyone else).
+    Run the task as that account (C(become_user)) or as root, and the module switches with
+    C(runuser).
+author:
+  - renderfarm.tractor contributors
+extends_documentation_fragment:
+  - renderfarm.tractor.tractor
+  - renderfarm.tractor.tractor.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Every read and every preflight check runs in check mode too (engine probe, database
+        status, free space, permissions, archive verification for O(state=verify),
+        O(state=restore) and O(state=absent)); only the changes are skipped and listed in
+        RV(commands).
+  diff_mode:
+    support: full
+    details:
+      - Returns the database status (and, for O(state=backup), the archive; for O(state=restore)
+        and O(state=absent), the data directory) before and after.
+  idempotent:
+    support: full
+    details:
+      - O(state=started) and O(state=stopped) compare with C(tractor-dbctl --status).
+      - O(state=backup) does nothing when O(path) already exists and matches its C(.sha256)
+        file and manifest (like C(creates)); it does not compare the archive with the live data.
+        O(force=true) replaces it.
+      - O(state=restore) does nothing when the restore marker beside the data directory says it
+        was filled by restoring this very archive (same sha256) and the data directory is still
+        that extraction (same PostgreSQL system identifier, same C(PG_VERSION) inode and ctime).
+        Jobs added since are kept; it does not roll back twice.
+      - O(state=absent) does nothing when the data directory is missing or empty.
+options:
+  state:
+    description:
+      - V(status) only reads; it returns RV(status) and, when the server runs, RV(params).
+      - V(started) runs C(tractor-dbctl --start-for-engine) (init, start, build and schema upgrade
+        as C(db.config) says) unless the server already runs and the C(tractor) database exists.
+        When C(DBDataDir) is missing it is created first (owned by the EngineOwner, mode 0700),
+        because the real C(tractor-dbctl) crashes on a missing data directory.
+      - V(stopped) runs C(tractor-dbctl --stop) when the server runs. It refuses while anything
+        listens on the engine's port, unless O(force=true) (the runbook says not to stop the
+        database under a running engine).
+      - V(backup) writes the archive O(path). Preflight, in check mode too, before anything is
+        touched - the engine must not answer on its C(ListenerPort) (stop it first); the database
+        server must be stopped (or O(stop_database=true)); the destination directory must be
+        writable by the EngineOwner; it must have free space for O(free_space_factor) times the
+        size of C(DBDataDir), plus that size again on the scratch filesystem when
+        O(verify=restore).
+      - V(verify) checks an archive (O(verify)) and changes nothing.
+      - V(restore) verifies the archive first, refuses while the engine or the database server
+        runs, refuses a non-empty data directory unless O(force=true), then runs
+        C(tractor-dbctl --destroy) (only when the directory is not empty) and
+        C(tractor-dbctl --restore), and records a restore marker beside the data directory.
+      - V(absent) runs C(tractor-dbctl --destroy). It refuses unless O(path) names an archive
+        that verifies and is a backup of this very cluster (same PostgreSQL system identifier),
+        or O(force=true).
+    type: str
+    choices: [status, started, stopped, backup, verify, restore, absent]
+    default: status
+  path:
+    description:
+      - The backup archive (for example C(/backups/tractor/job-db-2.4.tgz)).
+      - Required for O(state=backup), O(state=verify) and O(state=restore). For O(state=absent)
+        the backup that must verify before the data directory is emptied.
+      - For O(state=backup) its directory must exist; the archive is written there under a
+        temporary name, checked, and renamed into place, mode 0600, owned by the EngineOwner.
+    type: path
+    aliases: [archive, backup, dest]
+  method:
+    description:
+      - How O(state=backup) writes the archive.
+      - V(native) tars C(DBDataDir) in the module and compresses the stream in blocks on
+        O(workers) threads, each block an independent gzip member (a multi-member gzip file,
+        which C(gzip -d), C(tar xz) and C(tractor-dbctl --restore) read as one stream).
+      - V(dbctl) runs C(tractor-dbctl --backup FILE) as the runbook does (to a temporary name in
+        the same directory, renamed after the checks); the module then computes the checksum and
+        the manifest itself.
+    type: str
+    choices: [native, dbctl]
+    default: native
+  verify:
+    description:
+      - How thoroughly an archive is checked.
+      - V(archive) reads the whole file once - sha256 against C(<archive>.sha256) and the
+        manifest when they exist, full gzip decompression (every member's CRC), a walk of the tar -
+        and requires a single top-level directory named like C(DBDataDir) holding C(PG_VERSION)
+        and C(global/), no absolute paths, no C(..), no links leading out and no special files.
+      - V(restore) does all that, then extracts a copy into a scratch directory (O(scratch_dir)),
+        starts PostgreSQL on it (a free port, C(localhost) only, no unix socket, read-only
+        transactions), reads the C(param) table and counts the jobs with C(psql) as user
+        C(root), stops it and removes the copy. The values must match the manifest when there is
+        one. This proves that the archive restores.
+      - Defaults to V(restore) for O(state=backup) and O(state=verify), to V(archive) for
+        O(state=restore) and O(state=absent).
+      - For O(state=backup) with V(archive), the manifest's job-database values (C(jidcounter),
+        C(schema_version), C(job_count), ...) come from C(tractor-dbctl --show-params) read just
+        before the module stopped the server itself (O(stop_database)); otherwise nothing read
+        them and they are V(null), with C(params_source) saying so. They are never guessed.
+    type: str
+    choices: [archive, restore]
+  auto_upgrade:
+    description:
+      - For O(state=started). V(false) passes C(--no-auto-upgrade), so that a newer
+        C(tractor-dbctl) does not upgrade the schema of a database restored for an older engine
+        (the runbook's downgrade starts the database with the old version's tools). Pending
+        upgrades are then returned in RV(pending_upgrade).
+      - A server that already runs is left as it is; O(state=started) does not upgrade it.
+    type: bool
+    default: true
+  stop_database:
+    description:
+      - For O(state=backup). When the database server runs (and the engine does not), stop it
+        with C(tractor-dbctl --stop) before the backup, as the runbook says. It stays stopped
+        afterwards; the engine starts it again with C(--start-for-engine).
+      - With V(false) a running server makes the backup fail.
+    type: bool
+    default: false
+  force:
+    description:
+      - O(state=backup) replaces an existing O(path).
+      - O(state=restore) replaces a non-empty data directory (the archive is always verified
+        first).
+      - O(state=absent) destroys without a verified backup.
+      - O(state=stopped) stops the server even though the engine answers.
+    type: bool
+    default: false
+  scratch_dir:
+    description:
+      - Directory below which O(verify=restore) extracts its temporary copy (a new
+        C(.tractor-db-verify-*) directory, removed afterwards). The EngineOwner must be able to
+        write it, and it needs free space for the uncompressed data directory.
+      - Defaults to the archive's directory when the EngineOwner can write it, else to the
+        directory holding C(DBDataDir).
+    type: path
+  pg_bindir:
+    description:
+      - PostgreSQL server binaries (C(pg_ctl), C(postgres), C(psql)) for O(verify=restore).
+      - By default the first of C($TRACTOR_EMULATOR_PG_BINDIR), the bundled
+        C(<install_dir>/lib/psql/bin), the newest C(/usr/lib/postgresql/<major>/bin) whose major
+        version matches the archive's C(PG_VERSION).
+    type: path
+  compression_level:
+    description:
+      - gzip level (1 fastest - 9 smallest) of O(method=native).
+    type: int
+    default: 6
+  workers:
+    description:
+      - Compression threads of O(method=native). Defaults to the number of CPUs, at most 8.
+    type: int
+  free_space_factor:
+    description:
+      - The backup preflight requires this many times the size of C(DBDataDir) free at the
+        destination. The compressed archive needs only a fraction; V(1.0) (the default) is safe
+        for any data. V(0) turns the check off.
+    type: float
+    default: 1.0
+notes:
+  - The backup archive is a copy of the PostgreSQL data directory. It restores only into a
+    PostgreSQL of the same major version (C(PG_VERSION)), and should be restored for the engine
+    version that wrote it (RV(backup.manifest.engine_version)); start that version with
+    O(auto_upgrade=false) or its own C(tractor-dbctl) (Upgrading runbook, "Downgrading").
+  - The restore marker is C(<parent of DBDataDir>/.renderfarm-tractor-restore.<basename>.json); it
+    never lives inside the PostgreSQL data directory. O(state=absent) removes it.
+  - C(method=dbctl) depends on C(tractor-dbctl)'s own tar; C(method=native) needs nothing but
+    Python's standard library.
+seealso:
+  - name: Tractor Upgrading (backup, restore, downgrade)
+    description: The runbook the backup, restore and destroy steps follow.
+    link: https://rmanwiki.pixar.com/display/TRA/Upgrading
+'''
+
+EXAMPLES = r'''
+- name: Back up the job database before an upgrade (engine already stopped)
+  renderfarm.tractor.tractor_db:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: backup
+    path: /backups/tractor/job-db-2.2.tgz
+    stop_database: true
+  become: true
+  become_user: tractor
+  register: backup
+
+- name: Show what the backup holds
+  ansible.builtin.debug:
+    msg: "jids up to {{ backup.backup.manifest.jidcounter }}, {{ backup.backup.manifest.job_count }} jobs"
+
+- name: Verify an archive (restores it into a scratch copy and reads it)
+  renderfarm.tractor.tractor_db:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: verify
+    path: /backups/tractor/job-db-2.2.tgz
+
+- name: Downgrade - destroy the 2.4 database, but only with a verified backup of it
+  renderfarm.tractor.tractor_db:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: absent
+    backup: /backups/tractor/job-db-2.4.tgz
+
+- name: Downgrade - restore the 2.2 backup (the data directory is empty now)
+  renderfarm.tractor.tractor_db:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: restore
+    path: /backups/tractor/job-db-2.2.tgz
+
+- name: Start the database for the 2.2 engine without a schema upgrade
+  renderfarm.tractor.tractor_db:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: started
+    auto_upgrade: false
+
+- name: Stop the database server (the engine must be stopped)
+  renderfarm.tractor.tractor_db:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: stopped
+'''
+
+RETURN = r'''
+status:
+  description: The database after the task (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    data_dir:
+      description: C(DBDataDir) of the merged C(db.config).
+      type: str
+      sample: /var/spool/tractor/psql
+    data_dir_exists:
+      description: Whether C(DBDataDir) exists.
+      type: bool
+    data_dir_empty:
+      description: Whether it is empty; V(null) when it does not exist.
+      type: bool
+    initialized:
+      description: Whether it holds a PostgreSQL cluster (C(PG_VERSION)).
+      type: bool
+    running:
+      description: C(tractor-dbctl --status) says a server runs on the data directory.
+      type: bool
+    reachable:
+      description: The server answers on the C(DBConnection) port.
+      type: bool
+    database_exists:
+      description: The C(tractor) database exists; V(null) when the server is not running.
+      type: bool
+  sample: {"data_dir": "/var/spool/tractor/psql", "data_dir_exists": true, "data_dir_empty": false,
+           "initialized": true, "running": true, "reachable": true, "database_exists": true}
+params:
+  description: The C(param) rows (C(tractor-dbctl --show-params)) when the server runs.
+  returned: when the database is running and exists (not in check mode for changes)
+  type: dict
+  sample: {"jidcounter": "1234", "schema-version": "2.2-4", "archiving": "1", "maxrecords": "10000"}
+upgrade:
+  description: The schema upgrade O(state=started) applied, parsed from C(tractor-dbctl).
+  returned: when O(state=started) started the server
+  type: dict
+  sample: {"from_version": "2.1-2", "to_version": "2.2-4", "steps": ["Drop all views.", "Create all views."]}
+pending_upgrade:
+  description: C(tractor-dbctl --check-upgrade) after a start with O(auto_upgrade=false).
+  returned: when O(state=started) and O(auto_upgrade=false) and the database runs
+  type: dict
+  sample: {"required": true, "from_version": "2.2-4", "to_version": "2.4-1", "steps": ["Create all views."]}
+engine:
+  description:
+    - What listens on the engine's address (O(engine), else C(localhost) and C(ListenerPort)),
+      probed before backup, restore, absent and stopped. Only "connection refused" counts as
+      "the engine is not running"; any answer, or anything else listening, makes those states
+      refuse. The version comes from the C(Server) header of C(ctrl?q=status).
+  returned: for those states
+  type: dict
+  sample: {"address": "localhost:80", "listening": false, "answers": false, "version": null,
+           "detail": "connection refused"}
+backup:
+  description: The archive O(state=backup) wrote (or found).
+  returned: when O(state=backup)
+  type: dict
+  contains:
+    path:
+      description: The archive.
+      type: str
+    sha256_path:
+      description: Its C(sha256sum) file.
+      type: str
+    manifest_path:
+      description: Its manifest.
+      type: str
+    created:
+      description: Whether this run wrote it (V(false) when it already existed, and in check mode).
+      type: bool
+    manifest:
+      description:
+        - The manifest. Keys - C(format), C(format_version), C(archive), C(archive_size),
+          C(sha256), C(method), C(created) (UTC ISO 8601), C(engine_version) and C(engine_build)
+          (of the install, from C(tractor-engine --version)), C(schema_version),
+          C(module_checksum), C(jidcounter), C(job_count), C(job_count_with_archive), C(params),
+          C(params_source), C(pg_version), C(system_identifier), C(top_level), C(members),
+          C(uncompressed_bytes), C(source) (host, data and config directories, install),
+          C(verified), C(tools) (Python, zlib, PostgreSQL, tar versions).
+        - Empty in check mode.
+      type: dict
+  sample:
+    path: /backups/tractor/job-db-2.2.tgz
+    sha256_path: /backups/tractor/job-db-2.2.tgz.sha256
+    manifest_path: /backups/tractor/job-db-2.2.tgz.manifest.json
+    created: true
+    manifest: {"sha256": "9f2c...", "jidcounter": "1234", "job_count": 1200, "schema_version": "2.2-4",
+               "engine_version": "2.2", "method": "native", "params_source": "restore-verification"}
+archive:
+  description: What a full read of the archive found.
+  returned: when an archive was read (backup, verify, restore, absent with O(path))
+  type: dict
+  sample: {"path": "/backups/x.tgz", "sha256": "9f2c...", "size": 5242880, "members": 1200,
+           "file_bytes": 41943040, "top_level": "psql", "pg_version": "15",
+           "system_identifier": "7301234567890123456", "postmaster_pid": false, "problems": []}
+manifest:
+  description: The manifest found beside the archive, if any.
+  returned: for verify, restore and absent with O(path)
+  type: dict
+verification:
+  description: The result of O(verify=restore) - what was read from the restored scratch copy.
+  returned: when O(verify=restore) ran
+  type: dict
+  sample: {"level": "restore", "jidcounter": "1234", "schema_version": "2.2-4", "job_count": 1200,
+           "job_count_with_archive": 1300, "server_version": "15.5", "pg_bindir": "/usr/lib/postgresql/15/bin",
+           "commands": ["/usr/lib/postgresql/15/bin/pg_ctl -D ... start"], "scratch_removed": true}
+checks:
+  description: The checks the archive passed, in words.
+  returned: when an archive was verified
+  type: list
+  elements: str
+restore:
+  description: The restore marker (what the data directory was restored from).
+  returned: when O(state=restore)
+  type: dict
+  sample: {"archive": "/backups/x.tgz", "sha256": "9f2c...", "restored_at": "2024-05-01T12:00:00Z"}
+commands:
+  description: The changes made (or, in check mode, that would be made), in order - commands as run
+    and descriptions of the files the module wrote.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/opt/pixar/Tractor-2.4/bin/tractor-dbctl --configdir /opt/pixar/config --stop"]
+diff:
+  description: Before and after (with C(--diff)).
+  returned: when diff mode is on and the state can change something
+  type: dict
+'''
+
+import errno
+import json
+import os
+import pwd
+import re
+import socket
+import zlib
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
+    COMMON_REQUIRED_ONE_OF, TractorModule, common_argument_spec,
+)
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import (
+    Dbctl, parse_check_upgrade, parse_upgrade,
+)
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
+    EngineClient, EngineRefused, EngineUnavailable,
+)
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as archive_utils
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
+
+STATES = ['status', 'started', 'stopped', 'backup', 'verify', 'restore', 'absent']
+DEFAULT_VERIFY = dict(backup='restore', verify='restore', restore='archive', absent='archive')
+ENGINE_BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
+MARKER_TEMPLATE = '.renderfarm-tractor-restore.%s.json'
+STOP_HINT = ('stop the engine first (renderfarm.tractor.tractor_engine state=stopped, or your service '
+             'manager): the Upgrading runbook requires the engine and the database to be stopped')
+
+
+def argument_spec():
+    spec = common_argument_spec()
+    spec.update(
+        state=dict(type='str', default='status', choices=STATES),
+        path=dict(type='path', aliases=['archive', 'backup', 'dest']),
+        method=dict(type='str', default='native', choices=['native', 'dbctl']),
+        verify=dict(type='str', choices=['archive', 'restore']),
+        auto_upgrade=dict(type='bool', default=True),
+        stop_database=dict(type='bool', default=False),
+        force=dict(type='bool', default=False),
+        scratch_dir=dict(type='path'),
+        pg_bindir=dict(type='path'),
+        compression_level=dict(type='int', default=6),
+        workers=dict(type='int'),
+        free_space_factor=dict(type='float', default=1.0),
+    )
+    return spec
+
+
+def parse_engine_banner(text):
+    """'Tractor 2.4 (Aug 17 2020 05:39:38 2091325 linux-...)' -> (version, build) or (None, None)."""
+    match = ENGINE_BANNER_RE.search(text or '')
+    if not match:
+        return None, None
+    build = None
+    for word in match.group(2).split():
+        if word.isdigit() and len(word) >= 6:
+            build = word
+    return match.group(1), build
+
+
+# Errors that say "nothing listens at this address" (or the address family is not usable here).
+NOT_LISTENING_ERRNOS = set(getattr(errno, name) for name in ('ECONNREFUSED', 'EADDRNOTAVAIL', 'ENETUNREACH',
+                                                              'EAFNOSUPPORT', 'EHOSTUNREACH')
+                           if hasattr(errno, name))
+
+
+def tcp_listening(host, port, timeout):
+    """True when something accepts TCP connections at host:port, False when every address refuses.
+
+    Raises OSError for anything else (a timeout, an unknown host): that is no proof the engine is down.
+    """
+    refused = None
+    for family, socktype, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return True
+        except (socket.error, OSError) as exc:
+            if getattr(exc, 'errno', None) not in NOT_LISTENING_ERRNOS:
+                raise
+            if exc.errno == errno.ECONNREFUSED or refused is None:
+                refused = exc
+        finally:
+            sock.close()
+    if refused is not None and refused.errno != errno.ECONNREFUSED:
+        raise refused
+    return False
+
+
+def marker_path(db_dir):
+    db_dir = db_dir.rstrip('/')
+    return os.path.join(os.path.dirname(db_dir), MARKER_TEMPLATE % os.path.basename(db_dir))
+
+
+def read_marker(path):
+    try:
+        with open(path) as handle:
+            marker = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def marker_matches(marker, sha256, db_dir, identity):
+    """The data directory is still the extraction of this archive the marker recorded."""
+    if not marker or not identity:
+        return False
+    if marker.get('sha256') != sha256 or marker.get('db_data_dir') != db_dir:
+        return False
+    recorded = marker.get('identity') or {}
+    return all(recorded.get(key) == identity.get(key)
+               for key in ('system_identifier', 'pg_version_inode', 'pg_version_ctime_ns'))
+
+
+class TractorDb(object):
+    """One run of the module: the states, their preflights and their changes."""
+
+    def __init__(self, module):
+        self.module = module
+        self.fail_suffix = ''
+        self.result = dict(state=module.params['state'])
+        self.tm = TractorModule(module)
+        self.dbctl = Dbctl(self.tm)
+        self.params = module.params
+        self.state = self.params['state']
+        self.db_dir = self.tm.config.db_data_dir.rstrip('/') or '/'
+        self.top = os.path.basename(self.db_dir)
+        self.verify_level = self.params['verify'] or DEFAULT_VERIFY.get(self.state)
+        self.uid, self.gid = self.owner_ids()
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def fail(self, msg, **kwargs):
+        msg += self.fail_suffix
+        for key in ('engine', 'archive', 'manifest', 'verification', 'status'):
+            if key in self.result and key not in kwargs:
+                kwargs[key] = self.result[key]
+        self.tm.fail(msg, **kwargs)
+
+    def owner_ids(self):
+        """(uid, gid) of the EngineOwner when this process is root and must hand files over."""
+        if os.geteuid() != 0 or not self.tm.owner:
+            return None, None
+        try:
+            entry = pwd.getpwnam(self.tm.owner)
+        except KeyError:
+            self.tm.fail('EngineOwner %r does not exist on this host: create the account or fix EngineOwner in %s'
+                         % (self.tm.owner, ', '.join(self.tm.config.files.get('tractor.config') or [])))
+        return entry.pw_uid, entry.pw_gid
+
+    def owner_name(self):
+        return self.tm.owner or pwd.getpwuid(os.geteuid()).pw_name
+
+    def owner_can(self, path, write=False):
+        """Whether the EngineOwner can traverse (and write) the directory path / read the file path."""
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        is_dir = os.path.isdir(path)
+        if not self.tm.owner or me == self.tm.owner:
+            if is_dir:
+                return os.access(path, os.X_OK | (os.W_OK if write else 0))
+            return os.access(path, os.R_OK)
+        test = self.module.get_bin_path('test', required=True)
+        if is_dir:
+            argv = [test, '-d', path, '-a', '-x', path] + (['-a', '-w', path] if write else [])
+        else:
+            argv = [test, '-f', path, '-a', '-r', path]
+        rc, out, err = self.tm.run(argv)
+        return rc == 0
+
+    def engine_address(self):
+        if self.params.get('engine'):
+            return self.params['engine']
+        host, port = self.tm.config.listener
+        if host in ('', '0.0.0.0', '*', '::'):
+            host = 'localhost'
+        return '%s:%d' % (host, port)
+
+    def probe_engine(self):
+        """Is anything listening on the engine's port, and does it answer as a Tractor engine?"""
+        address = self.engine_address()
+        host, _, port = address.rpartition(':')
+        host = host.strip('[]') or 'localhost'
+        timeout = max(1, min(5, self.params['timeout']))
+        found = dict(address=address, listening=False, answers=False, version=None, detail=None)
+        self.result['engine'] = found
+        try:
+            listening = tcp_listening(host, int(port), timeout)
+        except ValueError:
+            self.fail('engine %r is not host:port' % address)
+        except (socket.error, OSError) as exc:
+            found['detail'] = str(exc)
+            self.fail('cannot tell whether the engine at %s runs (%s): check the engine option and '
+                      'ListenerPort in tractor.config' % (address, exc))
+        if not listening:
+            found['detail'] = 'connection refused'
+            return found
+        found['listening'] = True
+        try:
+            status = EngineClient(address, user=self.params['engine_user'], timeout=timeout).status()
+            found.update(answers=True, version=status.get('server_version'))
+        except EngineRefused as exc:
+            found.update(answers=True, detail=str(exc))
+        except EngineUnavailable as exc:
+            found['detail'] = str(exc)
+        self.result['engine'] = found
+        return found
+
+    def refuse_if_engine(self, action):
+        engine = self.probe_engine()
+        if engine['answers']:
+            self.fail('the Tractor engine%s answers at %s: %s before %s'
+                      % (' ' + engine['version'] if engine['version'] else '', engine['address'], STOP_HINT, action))
+        if engine['listening']:
+            self.fail('something listens on the engine port %s (%s): if it is the engine, %s before %s; '
+                      'otherwise set the engine option to the engine\'s real address'
+                      % (engine['address'], engine['detail'], STOP_HINT, action))
+        return engine
+
+    def read_status(self):
+        status = dict(data_dir=self.db_dir, data_dir_exists=os.path.isdir(self.db_dir), data_dir_empty=None,
+                      initialized=False, running=False, reachable=False, database_exists=None)
+        if not status['data_dir_exists']:
+            return status  # the real tractor-dbctl crashes on a missing DBDataDir (fact sheet 1.3)
+        try:
+            entries = os.listdir(self.db_dir)
+        except OSError as exc:
+            self.fail('cannot read the data directory %s (%s): run the task as the EngineOwner %s or as root'
+                      % (self.db_dir, exc, self.owner_name()))
+        status['data_dir_empty'] = not entries
+        status['initialized'] = 'PG_VERSION' in entries
+        status.update(self.dbctl.status())
+        if not status['running']:
+            status['database_exists'] = None
+        return status
+
+    def read_params(self, status):
+        if status.get('running') and status.get('reachable') and status.get('database_exists'):
+            return self.dbctl.params()
+        return None
+
+    def run_read(self, argv):
+        return self.tm.run(argv)
+
+    def engine_version(self):
+        """Version and build of the install (tractor-engine --version), else the version option."""
+        tool = self.tm.tool('tractor-engine')
+        version = build = None
+        if os.access(tool, os.X_OK):
+            rc, out, err = self.tm.run([tool, '--version'], owner=False)
+            if rc == 0:
+                version, build = parse_engine_banner(out or err)
+        if version is None:
+            version = self.params.get('version') or self.install_version_from_dir()
+        return dict(version=version, build=build)
+
+    def install_version_from_dir(self):
+        match = re.match(r'^Tractor-(.+)$', os.path.basename(self.tm.install_dir.rstrip('/')))
+        return match.group(1) if match else None
+
+    def mkdir_data_dir(self):
+        """Create a missing DBDataDir (0700, EngineOwner) -- the real tractor-dbctl crashes without it."""
+        parent = os.path.dirname(self.db_dir)
+        if not os.path.isdir(parent):
+            self.fail('the parent %s of DBDataDir %s does not exist: create TractorDataDirectory (owned by the '
+                      'EngineOwner %s) first' % (parent, self.db_dir, self.owner_name()))
+        if self.tm.record('create %s (mode 0700, owner %s)' % (self.db_dir, self.owner_name())):
+            os.mkdir(self.db_dir, 0o700)
+            if self.uid is not None:
+                os.chown(self.db_dir, self.uid, self.gid)
+            os.chmod(self.db_dir, 0o700)
+
+    def set_diff(self, before, after):
+        if self.module._diff:
+            self.result['diff'] = dict(before=before, after=after)
+
+    # -- archives -------------------------------------------------------------------------------------
+    def choose_scratch(self, archive_dir):
+        if self.params['scratch_dir']:
+            path = self.params['scratch_dir']
+            if not os.path.isdir(path):
+                self.fail('scratch_dir %s does not exist: create it (writable by the EngineOwner %s)'
+                          % (path, self.owner_name()))
+            if not self.owner_can(path, write=True):
+                self.fail('the EngineOwner %s cannot write scratch_dir %s: PostgreSQL runs the restore check as '
+                          'that account; chown/chmod it or pick another directory' % (self.owner_name(), path))
+            return path
+        candidates = [archive_dir, os.path.dirname(self.db_dir)]
+        for path in candidates:
+            if path and os.path.isdir(path) and self.owner_can(path, write=True):
+                return path
+        self.fail('no scratch directory for the restore check: the EngineOwner %s can write neither %s; set '
+                  'scratch_dir to a directory it can write (it needs room for the uncompressed data directory)'
+                  % (self.owner_name(), ' nor '.join(candidates)))
+
+    def check_scratch_space(self, scratch, needed, also=0, also_path=None):
+        total = needed + (also if also_path and archive_utils.same_filesystem(scratch, also_path) else 0)
+        free = archive_utils.free_bytes(scratch)
+        if free < total:
+            self.fail('not enough free space in %s for the restore check: %s needed (the uncompressed data '
+                      'directory%s), %s free; free some space, set scratch_dir elsewhere, or use verify: archive'
+                      % (scratch, archive_utils.human_size(total),
+                         ' plus the archive on the same filesystem' if total != needed else '',
+                         archive_utils.human_size(free)))
+
+    def pg_bindir(self, want_major):
+        def version_of(path):
+            rc, out, err = self.tm.run([os.path.join(path, 'postgres'), '--version'], owner=False)
+            return out if rc == 0 else ''
+        try:
+            return archive_utils.find_pg_bindir(self.tm.install_dir, want_major=want_major,
+                                                override=self.params['pg_bindir'], version_of=version_of)
+        except ArchiveError as exc:
+            self.fail(str(exc))
+
+    def restore_check(self, path, inspection, scratch):
+        bindir, major = self.pg_bindir(inspection.get('pg_version'))
+        self.check_scratch_space(scratch, inspection.get('file_bytes') or 0)
+        check = archive_utils.RestoreCheck(
+            path, self.top, scratch, bindir, self.run_read,
+            dbname=str(self.tm.config.db_connection.get('dbname') or 'tractor'),
+            uid=self.uid, gid=self.gid, timeout=self.params['timeout'])
+        try:
+            found = check.run_check()
+        except ArchiveError as exc:
+            extra = dict((k, v) for k, v in exc.info.items() if k in ('rc', 'stdout', 'stderr', 'cmd'))
+            self.result['verification'] = dict(level='restore', pg_bindir=bindir, commands=check.commands,
+                                               scratch_removed=check.scratch_removed)
+            self.fail('%s does not restore: %s. Do not rely on this backup; make a new one, or check the '
+                      'PostgreSQL binaries (pg_bindir)' % (path, exc), **extra)
+        except (IOError, OSError) as exc:
+            check.cleanup()
+            self.fail('the restore check of %s failed in %s: %s' % (path, scratch, exc))
+        found.update(level='restore', pg_bindir=bindir, commands=check.commands,
+                     scratch_removed=check.scratch_removed, scratch_parent=scratch)
+        if found.get('notes'):
+            for note in found['notes']:
+                self.module.warn(note)
+        return found
+
+    def verify_archive(self, path, level, scratch=None, sidecars=True):
+        """sha256/manifest, full decompression and tar walk, then (restore) the scratch restore."""
+        if not os.path.exists(path):
+            self.fail('archive %s not found: give the path of a backup made by tractor-dbctl --backup or by this '
+                      'module' % path)
+        if not os.path.isfile(path):
+            self.fail('%s is not a regular file' % path)
+        expected = manifest = None
+        if sidecars:
+            try:
+                expected, manifest = archive_utils.read_sidecars(path)
+            except ArchiveError as exc:
+                self.fail('%s: fix or remove it (the archive itself is checked once it is readable)' % exc)
+        if manifest is not None:
+            self.result['manifest'] = manifest
+        checks = []
+        try:
+            info = archive_utils.inspect_archive(path, top=self.top)
+        except ArchiveError as exc:
+            self.result['archive'] = exc.info
+            msg = str(exc)
+            if expected and exc.info.get('sha256') and exc.info['sha256'] != expected:
+                msg += '; its sha256 %s does not match %s (%s)' % (exc.info['sha256'],
+                                                                   archive_utils.sidecar_paths(path)[0], expected)
+            self.fail(msg + '. The file is damaged or incomplete: do not restore it; use another backup')
+        self.result['archive'] = info
+        sha_path = archive_utils.sidecar_paths(path)[0]
+        if expected:
+            if info['sha256'] != expected:
+                self.fail('the sha256 of %s is %s, but %s says %s: the file was changed or damaged after the backup; '
+                          'do not restore it, use another backup' % (path, info['sha256'], sha_path, expected))
+            checks.append('sha256 matches %s' % sha_path)
+        elif sidecars:
+            self.module.warn('%s has no %s file: its integrity rests on the gzip CRCs alone' % (path, sha_path))
+        problems = archive_utils.compare_manifest(manifest, info)
+        if problems:
+            self.fail('%s does not match its manifest %s: %s. Do not restore it; use another backup'
+                      % (path, archive_utils.sidecar_paths(path)[1], '; '.join(problems)))
+        if manifest is not None:
+            checks.append('size and sha256 match the manifest')
+        checks.append('gzip stream decompresses completely (%d bytes)' % info['size'])
+        checks.append('tar walk: %d members, %d bytes of files' % (info['members'], info['file_bytes']))
+        if info['problems']:
+            self.fail('%s cannot be restored into %s: %s' % (path, self.db_dir, '; '.join(info['problems'])))
+        checks.append('single top-level directory %s/ with PG_VERSION (%s) and global/; no absolute, ".." or '
+                      'escaping paths' % (info['top_level'], info['pg_version']))
+        if info['postmaster_pid']:
+            self.module.warn('%s holds postmaster.pid: it was taken while PostgreSQL ran and may be inconsistent'
+                             % path)
+        verification = None
+        if level == 'restore':
+            scratch = scratch or self.choose_scratch(os.path.dirname(os.path.abspath(path)))
+            verification = self.restore_check(path, info, scratch)
+            self.result['verification'] = verification
+            problems = archive_utils.compare_manifest(manifest, info, verification)
+            if problems:
+                self.fail('the restored copy of %s does not match its manifest: %s. The manifest belongs to another '
+                          'archive or was edited' % (path, '; '.join(problems)))
+            checks.append('restores: PostgreSQL %s started on a scratch copy; jidcounter %s, schema-version %s, '
+                          '%d jobs' % (verification.get('server_version'), verification.get('jidcounter'),
+                                       verification.get('schema_version'), verification.get('job_count')))
+        self.result['checks'] = checks
+        return info, manifest, verification
+
+    # -- states ----------------------------------------------------------------------------------------
+    def state_status(self):
+        status = self.read_status()
+        self.result['status'] = status
+        params = self.read_params(status)
+        if params is not None:
+            self.result['params'] = params
+
+    def state_started(self):
+        if not os.path.isdir(self.db_dir):
+            before = self.read_status()
+            self.mkdir_data_dir()
+            status = self.read_status() if not self.module.check_mode else dict(before, data_dir_exists=True,
+                                                                                 data_dir_empty=True)
+        else:
+            status = before = self.read_status()
+        if status['running'] and not status['reachable']:
+            self.fail('a PostgreSQL server runs on %s but is not reachable through port %s: check DBConnection in '
+                      'db.config and the site postgresql.conf' % (self.db_dir, self.tm.config.db_connection['port']))
+        if status['running'] and status['database_exists']:
+            after = status
+        else:
+            args = [] if self.params['auto_upgrade'] else ['--no-auto-upgrade']
+            out, err = self.dbctl.change('--start-for-engine', *args)
+            if self.module.check_mode:
+                after = dict(status, data_dir_exists=True, data_dir_empty=False, initialized=True, running=True,
+                             reachable=True, database_exists=True)
+                self.result['upgrade'] = None
+            else:
+                self.result['upgrade'] = parse_upgrade(err)
+                after = self.read_status()
+        self.result['status'] = after
+        if not self.module.check_mode or not self.tm.changed:
+            params = self.read_params(after)
+            if params is not None:
+                self.result['params'] = params
+            if not self.params['auto_upgrade'] and after.get('database_exists'):
+                out, err = self.dbctl.read('--check-upgrade')
+                try:
+                    pending = parse_check_upgrade(err)
+                except ValueError as exc:
+                    self.fail(str(exc))
+                self.result['pending_upgrade'] = pending
+                if pending['required']:
+                    self.module.warn('the schema needs upgrades from %s to %s; the engine of this install will not run '
+                                     'until tractor-dbctl --upgrade (or state=started with auto_upgrade=true)'
+                                     % (pending['from_version'], pending['to_version']))
+        self.set_diff(before, after)
+
+    def state_stopped(self):
+        before = self.read_status()
+        if not before['running']:
+            self.result['status'] = before
+            self.set_diff(before, before)
+            return
+        if not self.params['force']:
+            self.refuse_if_engine('stopping the database (or set force: true)')
+        self.dbctl.change('--stop')
+        after = dict(before, running=False, reachable=False, database_exists=None) if self.module.check_mode \
+            else self.read_status()
+        self.result['status'] = after
+        self.set_diff(before, after)
+
+    def backup_exists_unchanged(self, path):
+        """An existing archive: unchanged when it matches its sidecars, else a failure (unless force)."""
+        sha_path, manifest_path = archive_utils.sidecar_paths(path)
+        try:
+            expected, manifest = archive_utils.read_sidecars(path)
+        except ArchiveError as exc:
+            self.fail('%s already exists and %s; remove it, choose another path, or set force: true to replace it'
+                      % (path, exc))
+        if expected is None or manifest is None:
+            self.fail('%s already exists but has no %s and %s from this module: remove it, choose another path, or '
+                      'set force: true to replace it' % (path, sha_path, manifest_path))
+        actual = archive_utils.file_sha256(path)
+        if actual != expected or manifest.get('sha256') != actual:
+            self.fail('%s already exists but its sha256 %s does not match %s / the manifest: it is damaged or was '
+                      'changed; remove it or set force: true to replace it' % (path, actual, sha_path))
+        self.result['backup'] = dict(path=path, sha256_path=sha_path, manifest_path=manifest_path, created=False,
+                                     manifest=manifest)
+
+    def state_backup(self):
+        path = self.params['path']
+        dest = os.path.dirname(path)
+        sha_path, manifest_path = archive_utils.sidecar_paths(path)
+        if not os.path.isdir(dest):
+            self.fail('the backup directory %s does not exist: create it first (owned by or writable for the '
+                      'EngineOwner %s)' % (dest, self.owner_name()))
+        if os.path.isdir(path):
+            self.fail('path %s is a directory: give the archive file name, for example %s'
+                      % (path, os.path.join(path, 'tractor-job-db.tgz')))
+        real_db = os.path.realpath(self.db_dir)
+        if os.path.realpath(path) == real_db or os.path.realpath(path).startswith(real_db + os.sep):
+            self.fail('path %s is inside DBDataDir %s: the archive would contain itself; write it elsewhere'
+                      % (path, self.db_dir))
+        workers = self.params['workers'] if self.params['workers'] is not None else min(8, os.cpu_count() or 1)
+        if workers < 1:
+            self.fail('workers must be at least 1, not %d' % workers)
+        level = self.params['compression_level']
+        if not 1 <= level <= 9:
+            self.fail('compression_level must be 1 (fastest) to 9 (smallest), not %d' % level)
+        if os.path.exists(path) and not self.params['force']:
+            self.backup_exists_unchanged(path)
+            status = self.read_status()
+            self.result['status'] = status
+            self.set_diff(dict(archive=path, exists=True), dict(archive=path, exists=True))
+            return
+        # -- preflight, in check mode too, before anything is touched --
+        if not os.path.isdir(self.db_dir) or not os.path.exists(os.path.join(self.db_dir, 'PG_VERSION')):
+            self.fail('%s holds no PostgreSQL cluster (no PG_VERSION): nothing to back up. Check DBDataDir in '
+                      'db.config (config_dir %s)' % (self.db_dir, self.tm.config_dir))
+        self.refuse_if_engine('a backup')
+        before = self.read_status()
+        if before['running'] and not self.params['stop_database']:
+            self.fail('the job database server is running on %s: stop it first (state=stopped, or tractor-dbctl '
+                      '--stop), or set stop_database: true -- the backup needs it stopped (Upgrading runbook)'
+                      % self.db_dir, status=before)
+        if not self.owner_can(dest, write=True):
+            self.fail('the EngineOwner %s cannot write the backup directory %s: chown/chmod it (the archive is '
+                      'owned by the EngineOwner, and tractor-dbctl --backup writes as that account)'
+                      % (self.owner_name(), dest))
+        size = archive_utils.dir_size(self.db_dir)
+        need = int(size * max(0.0, self.params['free_space_factor']))
+        scratch = None
+        if self.verify_level == 'restore':
+            scratch = self.choose_scratch(dest)
+        free = archive_utils.free_bytes(dest)
+        if free < need:
+            self.fail('not enough free space in %s: %s free, %s required (%s x the %s of %s); free space, choose '
+                      'another path, or lower free_space_factor' % (
+                          dest, archive_utils.human_size(free), archive_utils.human_size(need),
+                          self.params['free_space_factor'], archive_utils.human_size(size), self.db_dir))
+        if scratch is not None:
+            self.check_scratch_space(scratch, size, also=need, also_path=dest)
+            self.pg_bindir(self.data_dir_pg_version())  # no PostgreSQL to verify with: fail before any change
+
+        # -- the changes --
+        live_params = None
+        if before['running']:
+            if self.verify_level == 'archive' and not self.module.check_mode:
+                live_params = self.read_params(before)
+            self.dbctl.change('--stop')
+        method = self.params['method']
+        if self.module.check_mode:
+            if method == 'native':
+                self.tm.record('write %s: tar of %s, gzip level %d on %d threads (temporary name, renamed when '
+                               'verified)' % (path, self.db_dir, level, workers))
+            else:
+                self.tm.change(self.dbctl.argv('--backup', path))
+            self.tm.record('verify %s (%s)' % (path, self.verify_level))
+            self.tm.record('write %s and %s' % (sha_path, manifest_path))
+            self.result['backup'] = dict(path=path, sha256_path=sha_path, manifest_path=manifest_path,
+                                         created=False, manifest={})
+            after = dict(before, running=False, reachable=False, database_exists=None)
+            self.result['status'] = after
+            self.set_diff(dict(archive=path, exists=os.path.exists(path), database=before),
+                          dict(archive=path, exists=True, database=after))
+            return
+        temp = archive_utils.AtomicFile(path, uid=self.uid, gid=self.gid, mode=0o600, suffix='.tgz')
+        self.fail_suffix = (' The data directory was not changed; no archive was left at %s.' % path)
+        try:
+            temp.__enter__()
+            temp_path = temp.path
+            if method == 'native':
+                self.tm.record('write %s (renamed to %s once verified): tar of %s, gzip level %d on %d threads'
+                               % (temp_path, path, self.db_dir, level, workers))
+                try:
+                    written = archive_utils.write_archive(self.db_dir, temp, level=level, workers=workers,
+                                                          arcname=self.top)
+                    temp.finish()
+                except (IOError, OSError) as exc:
+                    self.fail('writing %s failed: %s%s' % (
+                        temp_path, exc, ' (the disk is full: free space or choose another path)'
+                        if archive_utils.is_no_space(exc) else ''))
+                tools = dict(writer='renderfarm.tractor native writer (Python tarfile, %d gzip members)'
+                             % written['gzip_members'])
+                if written['skipped']:
+                    self.module.warn('left out of the archive (neither files nor directories): %s'
+                                     % ', '.join(written['skipped']))
+            else:
+                # tractor-dbctl (the EngineOwner) creates the file itself: hand it a fresh, unused name.
+                temp.finish()
+                os.unlink(temp_path)
+                self.dbctl.change('--backup', temp_path)
+                if not os.path.isfile(temp_path):
+                    self.fail('tractor-dbctl --backup %s reported success but wrote no file' % temp_path)
+                if self.uid is not None:
+                    os.chown(temp_path, self.uid, self.gid)
+                os.chmod(temp_path, 0o600)
+                tools = dict(writer='tractor-dbctl --backup (tar cfz)', tar=self.tar_version())
+            # verify the written file before it gets its final name
+            info, manifest, verification = self.verify_archive(temp_path, self.verify_level, scratch,
+                                                               sidecars=False)
+            info = dict(info, path=path)
+            self.result['archive'] = info
+            if verification is not None:
+                params_source = 'restore-verification'
+            elif live_params is not None:
+                params_source = 'live-database-before-stop'
+                verification = dict(level='archive', params=live_params, jidcounter=live_params.get('jidcounter'),
+                                    schema_version=live_params.get('schema-version'),
+                                    module_checksum=live_params.get('module-checksum'))
+            else:
+                params_source = None
+                verification = dict(level='archive')
+            tools.update(python=archive_utils.python_version(), zlib=zlib.ZLIB_RUNTIME_VERSION)
+            if verification.get('server_version'):
+                tools['postgres'] = verification['server_version']
+            manifest = archive_utils.build_manifest(
+                path, info, method,
+                source=dict(host=socket.getfqdn(), db_data_dir=self.db_dir, config_dir=self.tm.config_dir,
+                            install_dir=self.tm.install_dir, engine_owner=self.owner_name()),
+                engine=self.engine_version(), params_source=params_source, verification=verification,
+                tools=tools)
+            self.tm.record('write %s' % sha_path)
+            archive_utils.write_text_atomic(sha_path, archive_utils.format_sha256_line(info['sha256'], path),
+                                            uid=self.uid, gid=self.gid)
+            self.tm.record('write %s' % manifest_path)
+            archive_utils.write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + '\n',
+                                            uid=self.uid, gid=self.gid)
+            self.tm.record('rename %s to %s' % (temp_path, path))
+            os.rename(temp_path, path)
+            temp.committed = True
+            archive_utils.fsync_dir(dest)
+        finally:
+            temp.discard()
+            self.fail_suffix = ''
+        self.result['backup'] = dict(path=path, sha256_path=sha_path, manifest_path=manifest_path, created=True,
+                                     manifest=manifest)
+        after = self.read_status()
+        self.result['status'] = after
+        self.set_diff(dict(archive=path, exists=False, database=before),
+                      dict(archive=path, exists=True, sha256=info['sha256'], database=after))
+
+    def data_dir_pg_version(self):
+        try:
+            with open(os.path.join(self.db_dir, 'PG_VERSION')) as handle:
+                return handle.read().strip() or None
+        except (IOError, OSError):
+            return None
+
+    def tar_version(self):
+        tar = self.module.get_bin_path('tar')
+        if not tar:
+            return None
+        rc, out, err = self.tm.run([tar, '--version'], owner=False)
+        return out.splitlines()[0].strip() if rc == 0 and out.strip() else None
+
+    def state_verify(self):
+        path = self.required_path()
+        self.verify_archive(path, self.verify_level)
+        self.result['status'] = self.read_status()
+
+    def required_path(self):
+        if not self.params['path']:
+            self.fail('state=%s needs path: the backup archive' % self.state)
+        return self.params['path']
+
+    def data_dir_view(self, status, marker):
+        return dict(data_dir=self.db_dir, data_dir_exists=status['data_dir_exists'],
+                    data_dir_empty=status['data_dir_empty'], initialized=status['initialized'],
+                    running=status['running'],
+                    restored_from=dict(archive=marker.get('archive'), sha256=marker.get('sha256')) if marker else None)
+
+    def refuse_if_running(self, status, action):
+        self.refuse_if_engine(action)
+        if status['running']:
+            self.fail('the job database server is running on %s: stop the engine and database first '
+                      '(state=stopped) before %s' % (self.db_dir, action), status=status)
+
+    def state_restore(self):
+        path = self.required_path()
+        info, manifest, verification = self.verify_archive(path, self.verify_level)
+        status = self.read_status()
+        self.result['status'] = status
+        mpath = marker_path(self.db_dir)
+        marker = read_marker(mpath)
+        identity = archive_utils.data_dir_identity(self.db_dir)
+        before = self.data_dir_view(status, marker)
+        if marker_matches(marker, info['sha256'], self.db_dir, identity):
+            self.result['restore'] = marker
+            self.set_diff(before, before)
+            return
+        self.refuse_if_running(status, 'a restore')
+        if not os.path.isdir(os.path.dirname(self.db_dir)):
+            self.fail('the parent %s of DBDataDir does not exist: create TractorDataDirectory first'
+                      % os.path.dirname(self.db_dir))
+        if status['data_dir_exists'] and not status['data_dir_empty'] and not self.params['force']:
+            what = 'a PostgreSQL cluster' if status['initialized'] else 'files'
+            self.fail('%s is not empty (it holds %s): restoring would replace it. Back it up first (state=backup), '
+                      'then destroy it (state=absent) or set force: true -- the archive %s has been verified'
+                      % (self.db_dir, what, path))
+        if not self.owner_can(path):
+            self.fail('the EngineOwner %s cannot read %s: tractor-dbctl --restore reads it as that account; '
+                      'chown/chmod the archive' % (self.owner_name(), path))
+        parent = os.path.dirname(self.db_dir)
+        free = archive_utils.free_bytes(parent)
+        current = archive_utils.dir_size(self.db_dir) if status['data_dir_exists'] else 0
+        if free + current < info['file_bytes']:
+            self.fail('not enough free space in %s to restore: %s needed, %s free (plus %s the destroy frees)'
+                      % (parent, archive_utils.human_size(info['file_bytes']), archive_utils.human_size(free),
+                         archive_utils.human_size(current)))
+        install_version = self.engine_version().get('version')
+        if manifest and manifest.get('engine_version') and install_version and \
+                manifest['engine_version'] != install_version:
+            self.module.warn('%s was made with Tractor %s; this is the %s install. Start the %s engine on it, or '
+                             'start the database with auto_upgrade: false -- a newer tractor-dbctl upgrades the '
+                             'schema one way' % (path, manifest['engine_version'], install_version,
+                                                  manifest['engine_version']))
+        if not status['data_dir_exists']:
+            self.mkdir_data_dir()
+        elif not status['data_dir_empty']:
+            self.dbctl.change('--destroy')
+        self.dbctl.change('--restore', path)
+        new_marker = dict(archive=path, sha256=info['sha256'], restored_at=archive_utils.utc_now(),
+                          db_data_dir=self.db_dir, manifest_created=(manifest or {}).get('created'))
+        if self.tm.record('write the restore marker %s' % mpath):
+            new_marker['identity'] = archive_utils.data_dir_identity(self.db_dir)
+            if not new_marker['identity']:
+                self.fail('tractor-dbctl --restore %s finished but %s holds no cluster (PG_VERSION, global/pg_control): '
+                          'check that the archive\'s top-level directory matches DBDataDir' % (path, self.db_dir))
+            archive_utils.write_text_atomic(mpath, json.dumps(new_marker, indent=2, sort_keys=True) + '\n',
+                                            uid=self.uid, gid=self.gid)
+            after_status = self.read_status()
+        else:
+            after_status = dict(status, data_dir_exists=True, data_dir_empty=False, initialized=True)
+        self.result['status'] = after_status
+        self.result['restore'] = new_marker
+        self.set_diff(before, self.data_dir_view(after_status, new_marker))
+
+    def state_absent(self):
+        status = self.read_status()
+        self.result['status'] = status
+        mpath = marker_path(self.db_dir)
+        marker = read_marker(mpath)
+        before = self.data_dir_view(status, marker)
+        if not status['data_dir_exists'] or status['data_dir_empty']:
+            self.set_diff(before, before)
+            return
+        path = self.params['path']
+        if not path and not self.params['force']:
+            self.fail('refusing to destroy the job database in %s without a backup: give path (the backup archive '
+                      'of this database, it must verify) or set force: true' % self.db_dir)
+        self.refuse_if_running(status, 'destroying the job database')
+        if path:
+            info, manifest, verification = self.verify_archive(path, self.verify_level)
+            identity = archive_utils.data_dir_identity(self.db_dir)
+            current = (identity or {}).get('system_identifier')
+            if current and info.get('system_identifier') and current != info['system_identifier'] \
+                    and not self.params['force']:
+                self.fail('%s is not a backup of the database in %s: its PostgreSQL system identifier is %s, the data '
+                          'directory\'s is %s. Back up this database (state=backup) or set force: true'
+                          % (path, self.db_dir, info['system_identifier'], current))
+            if not current:
+                self.module.warn('%s holds no readable global/pg_control: cannot check that %s is its backup'
+                                 % (self.db_dir, path))
+        self.dbctl.change('--destroy')
+        if marker is not None or os.path.exists(mpath):
+            if self.tm.record('remove the restore marker %s' % mpath):
+                os.unlink(mpath)
+        after = dict(status, data_dir_empty=True, initialized=False)
+        if not self.module.check_mode:
+            after = self.read_status()
+        self.result['status'] = after
+        self.set_diff(before, self.data_dir_view(after, None))
+
+    def run(self):
+        if self.state in ('backup', 'restore', 'verify') and not self.params['path']:
+            self.fail('state=%s needs path: the backup archive' % self.state)
+        for option in ('path', 'scratch_dir', 'pg_bindir'):
+            value = self.params[option]
+            if value and not os.path.isabs(value):
+                self.fail('%s must be an absolute path, not %s' % (option, value))
+        getattr(self, 'state_' + self.state)()
+        self.tm.exit(**self.result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_one_of=COMMON_REQUIRED_ONE_OF,
+        required_if=[('state', 'backup', ['path']), ('state', 'restore', ['path']), ('state', 'verify', ['path'])],
+        supports_check_mode=True,
+    )
+    TractorDb(module).run()
+
+
+if __name__ == '__main__':
+    main()
