@@ -31,9 +31,12 @@ class EngineUnavailable(Exception):
 
 
 class EngineRefused(Exception):
-    def __init__(self, msg, reply=None):
+    def __init__(self, msg, reply=None, headers=None, status=None):
         super(EngineRefused, self).__init__(msg)
         self.reply = reply
+        # The reply's headers (e.g. Server: the version of an engine that refuses) and HTTP status.
+        self.headers = headers
+        self.status = status
 
 
 def parse_server_header(value):
@@ -76,7 +79,7 @@ class EngineClient(object):
                 reply = json.loads(body)
             except ValueError:
                 raise EngineUnavailable('engine at %s answered HTTP %s' % (self.address, err.code))
-            raise EngineRefused(reply.get('msg') or 'HTTP %s' % err.code, reply)
+            raise EngineRefused(reply.get('msg') or 'HTTP %s' % err.code, reply, headers=info, status=err.code)
         except (URLError, OSError, IOError) as exc:
             raise EngineUnavailable('engine at %s does not answer: %s' % (self.address, exc))
         try:
@@ -84,7 +87,7 @@ class EngineClient(object):
         except ValueError:
             raise EngineUnavailable('engine at %s sent a reply that is not JSON' % self.address)
         if isinstance(reply, dict) and reply.get('rc', 0) != 0:
-            raise EngineRefused(reply.get('msg') or 'rc=%s' % reply.get('rc'), reply)
+            raise EngineRefused(reply.get('msg') or 'rc=%s' % reply.get('rc'), reply, headers=info, status=200)
         return reply, info
 
     def login(self):

@@ -1,0 +1,1450 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: tractor_engine
+short_description: Start, stop, upgrade and kill a Tractor engine, and pause its dispatching
+version_added: 1.0.0
+description:
+  - Manages the C(tractor-engine) process of one site (one site configuration directory,
+    O(config_dir)) on the host the task runs on.
+  - Upgrading an engine is as simple as restarting it with the new version (Tractor's Upgrading
+    runbook). With O(state=started) and another version than the one running, the module stops
+    the running engine and starts the requested one. The new engine upgrades the job database
+    schema itself on its first start when C(DBAutoUpgrade) is True.
+  - After every start the module waits until the engine is healthy. The engine must answer
+    C(ctrl?q=status) and its C(Server) header must name the expected version (and build).
+  - Also runs the first three steps of the runbook's downgrade procedure. O(dispatching=paused)
+    pauses dispatching (step 1), O(retry_active=true) runs C(tq --force --yes retry active)
+    (step 2), and O(state=killed) kills the engine (step 3).
+  - The engine process is controlled by systemd, by the SysV init script, or directly. See
+    O(service_manager).
+options:
+  state:
+    description:
+      - V(started) makes sure the engine of the install (O(version) or O(install_dir)) runs and is
+        healthy. An engine of another version (or build) is stopped and the requested one started;
+        this is the upgrade (or downgrade) of the engine. The same version already running is no
+        change; the module still waits for it to be healthy.
+      - V(stopped) stops the engine that serves O(config_dir), whatever its version. SIGTERM (or
+        the service manager's stop) first; see O(stop_timeout) and O(escalate).
+      - V(restarted) always stops (if running) and starts the engine of the install.
+      - V(killed) kills the engine with SIGKILL at once (downgrade step 3, "Kill the engine").
+        PostgreSQL is left running, as with any killed engine.
+      - V(status) only reports; it cannot be combined with O(dispatching) or O(retry_active).
+      - Omitted, the engine process is left as it is and only O(dispatching) and O(retry_active)
+        are applied (to the running engine), or the status is reported.
+      - With V(stopped) and V(killed), O(dispatching) and O(retry_active) are applied B(before)
+        the engine stops, in the runbook's order (pause, retry active, kill). With V(started) and
+        V(restarted) they are applied after the engine is healthy.
+    type: str
+    choices: [started, stopped, restarted, killed, status]
+  service_manager:
+    description:
+      - How the engine process is started and stopped.
+      - V(systemd) runs C(systemctl start|stop <service_name>). The unit comes from the install's
+        C(lib/SystemServices/systemd/tractor-engine.service), copied to C(/usr/lib/systemd/system).
+        Its settings file (O(service_settings)) selects the install and the configuration
+        directory.
+      - V(sysv) runs C(<init_script> start|stop|status); C(status) exits 3 when the engine is
+        stopped (1 means dead with a stale pid file, and counts as stopped).
+      - V(direct) runs C(<install>/bin/tractor-engine --configdir=<config_dir> --daemon
+        --pidfile=<pidfile> --log=<log_file>) (plus C(--paused) with O(start_paused)), and stops
+        the engine with signals.
+      - V(auto) picks V(systemd) when systemd is the running init system (C(/run/systemd/system)
+        exists) and the unit O(service_name) is installed, else V(sysv) when O(init_script)
+        exists and is executable, else V(direct). The result says which was used and why.
+    type: str
+    choices: [auto, systemd, sysv, direct]
+    default: auto
+  service_name:
+    description:
+      - Name of the systemd unit (without C(.service)) and of the init script.
+    type: str
+    default: tractor-engine
+  service_settings:
+    description:
+      - The settings file the service reads. Defaults to C(/etc/sysconfig/<service_name>) for
+        V(systemd) (the unit's C(EnvironmentFile)) and C(/etc/sysconfig/pixar) for V(sysv) (the
+        settings file shared by Pixar's init scripts).
+      - With O(state=started) or O(state=restarted), the module makes sure this file sets
+        C(TRACTOR_INSTALL_DIR) to the install being started and C(TRACTOR_CONFIG_DIR) to
+        O(config_dir), rewriting only those two assignments (or appending them, or creating the
+        file). That is how another version is selected under a service manager; the unit and
+        the init script stay as installed.
+      - It also reads the log file and pid file from it. That is C(--log=) in C(OPTIONS)
+        (systemd) or C(TRACTOR_ENGINE_OPTIONS) (sysv), and C(TRACTOR_ENGINE_PIDFILE) (sysv).
+      - These variable names are those of the service files the collection is tested with;
+        Pixar's own file texts are not public. If your files use other names, the version check
+        after the start catches an engine of the wrong version.
+      - With V(sysv) the file is shared with the blade's init script, so a blade on the same host
+        also runs the new install at its next restart.
+    type: path
+  init_script:
+    description:
+      - The SysV init script. Defaults to C(/etc/init.d/<service_name>).
+    type: path
+  pidfile:
+    description:
+      - V(direct) only. The pid file the engine writes, by default
+        C(<TractorDataDirectory>/tractor-engine.pid).
+      - The engine detaches and writes the pid file, then drops to the EngineOwner. The module
+        removes a stale pid file before a start, so the file must not be shared with anything
+        else.
+      - With V(sysv) the pid file is read from the settings (C(TRACTOR_ENGINE_PIDFILE)) unless
+        this is set.
+    type: path
+  log_file:
+    description:
+      - V(direct) only. The engine's C(--log) file, by default C(<TractorDataDirectory>/engine.log)
+        (the documented default of C(EngineLogFile)).
+      - With V(sysv) and V(systemd) the log file comes from the settings (C(--log=)); without one
+        the systemd engine logs to the journal, and the module reads C(journalctl -u <service_name>)
+        when it reports a failed start.
+      - Its last lines are part of every start failure.
+    type: path
+  engine_args:
+    description:
+      - V(direct) only. More C(tractor-engine) options for a start, for example C([--debug]).
+    type: list
+    elements: str
+    default: []
+  start_paused:
+    description:
+      - Start the engine with C(--paused), the engine-wide "pause all dispatching" state of the
+        Dashboard's Admin panel. Resume it in the Dashboard, or with O(dispatching=running) and
+        O(dispatch_method=engine_switch) where the engine supports that.
+      - V(direct) only, because the service files take no per-start options. Only matters when
+        the module starts the engine; a running engine is not restarted for it.
+    type: bool
+    default: false
+  stop_timeout:
+    description:
+      - Seconds to wait for the engine to exit after SIGTERM (or C(systemctl stop)).
+      - With V(sysv) the init script applies its own stop timeout first (C(TRACTOR_STOP_TIMEOUT)
+        in the emulated script); this is the time the module waits after the script returns.
+    type: int
+    default: 60
+  escalate:
+    description:
+      - When the engine has not exited after O(stop_timeout) seconds, kill it with SIGKILL. The
+        result then has RV(escalated=true) and a warning.
+      - After an escalation the module runs C(tractor-dbctl --stop-for-engine), which is what the
+        engine itself runs when it exits. It stops PostgreSQL when C(DBShutdown) is True.
+      - With V(false) the task fails instead, and leaves the engine running.
+    type: bool
+    default: true
+  dispatching:
+    description:
+      - V(paused) stops new dispatches; commands already running continue. V(running) resumes
+        dispatching.
+      - Needs a running engine (or one this task starts).
+      - How it is done is set by O(dispatch_method).
+    type: str
+    choices: [paused, running]
+  dispatch_method:
+    description:
+      - V(job_pause) (default) uses only documented requests. Pausing pauses every unfinished job
+        that is not paused yet, one by one, with C(queue?q=jattr&jid=N&set_pause=1), which is
+        what C(tq pause) sends. The jobs it paused are recorded in O(paused_jobs_file).
+        V(running) unpauses exactly those jobs and removes the file. Jobs that were paused
+        before, by users, stay paused. Jobs spooled after the pause are paused when the task runs
+        again.
+      - V(engine_switch) flips the engine-wide switch of the Dashboard's Admin panel. The request
+        for it is not documented by Pixar; the one used is the collection's emulator's
+        (C(ctrl?q=dispatching&pause=1|0)). Use it only where your engine answers it.
+    type: str
+    choices: [job_pause, engine_switch]
+    default: job_pause
+  paused_jobs_file:
+    description:
+      - Where O(dispatch_method=job_pause) records the jobs it paused. By default
+        C(<TractorDataDirectory>/.renderfarm-tractor-paused-jobs.json).
+    type: path
+  retry_active:
+    description:
+      - Run C(<install>/bin/tq --engine <engine> --user <engine_user> --force --yes retry active).
+        It retries every active task of every user's job (downgrade step 2). The engine kills the
+        running commands and the tasks become ready again.
+      - Runs only when the engine reports active tasks, so it is idempotent once dispatching is
+        paused. With dispatching running, the retried tasks may be dispatched again at once.
+      - O(engine_password) is passed to C(tq) in the environment (C(TRACTOR_PASSWORD)), not on
+        the command line.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - renderfarm.tractor.tractor
+  - renderfarm.tractor.tractor.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is started, stopped, signalled, paused or written. The module reads the engine's
+        state (process, URL API, job list) and reports the commands it would run in RV(commands).
+      - Before a start it checks what it can. C(tractor-engine) of the install exists, is
+        executable and reports the expected version (C(--version)). The configuration has the
+        required keys. The data directory and the EngineOwner exist. The unit or the init script
+        is installed.
+      - When the engine would first be started, the jobs that O(dispatching=paused) would pause
+        cannot be listed; the result says so.
+  diff_mode:
+    support: full
+    details:
+      - RV(diff) shows the engine's state, version, build, pid and dispatching before and after,
+        and the service settings values the module rewrites.
+  idempotent:
+    support: partial
+    details:
+      - V(started), V(stopped), V(killed), O(dispatching) and (with dispatching paused)
+        O(retry_active) report no change when repeated.
+      - V(restarted) always restarts the engine.
+  action_group:
+    description: Use C(group/renderfarm.tractor.tractor) in C(module_defaults) to set the shared options once.
+    support: full
+    membership:
+      - renderfarm.tractor.tractor
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+notes:
+  - The module controls the engine of the host it runs on. O(engine) only sets the address the
+    engine's URL API is checked at (by default C(localhost:<ListenerPort>)).
+  - Run it as root. The engine must start as root to bind its port, then switches to the
+    EngineOwner itself. Service control needs root too. C(tq) and the URL API run as any user.
+  - The running engine is found through its pid file, the service manager, and the processes
+    whose command line is C(tractor-engine --configdir <config_dir>), plus the URL API. An
+    engine found but not started by the chosen service manager (for example started by hand) is
+    stopped with signals, with a warning.
+  - A start that does not become healthy within O(timeout) seconds fails with the last lines of
+    the engine log. The engine is left as it is, for diagnosis.
+  - The version of a running engine is read from the C(Server) header of its replies
+    (C(Pixar_Tractor/<version> (... <build> ...))).
+seealso:
+  - module: renderfarm.tractor.tractor_db
+  - module: renderfarm.tractor.tractor_jobcounter
+  - name: Tractor documentation, Upgrading
+    description: Upgrade by restarting with the new version; the downgrade steps.
+    link: https://rmanwiki.pixar.com/display/TRA/Upgrading
+  - name: Tractor documentation, tractor-engine
+    description: The engine's command line (C(--configdir), C(--daemon), C(--pidfile), C(--log), C(--paused)).
+    link: https://rmanwiki.pixar.com/display/TRA/tractor-engine
+author:
+  - renderfarm.tractor contributors (@renderfarm)
+'''
+
+EXAMPLES = r'''
+- name: Make sure the 2.2 engine runs (started directly, no service files)
+  renderfarm.tractor.tractor_engine:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: started
+    service_manager: direct
+
+- name: Upgrade the engine to 2.4 (stops 2.2, starts 2.4; the schema is upgraded on start)
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: started
+    timeout: 600
+  register: upgrade
+
+- name: Say what changed
+  ansible.builtin.debug:
+    msg: "{{ upgrade.previous_version }} -> {{ upgrade.version }} ({{ upgrade.service_manager }})"
+  when: upgrade is changed
+
+# Downgrade, runbook steps 1 to 3, in one task and in that order.
+- name: Pause dispatching, retry the active tasks, kill the engine
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    dispatching: paused
+    retry_active: true
+    state: killed
+
+# After the downgrade (tractor_db restored the database), start the old engine and resume
+# exactly the jobs the pause above paused.
+- name: Start 2.2 and resume dispatching
+  renderfarm.tractor.tractor_engine:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: started
+    dispatching: running
+
+- name: Stop the engine; SIGKILL if it has not exited after 30 seconds
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: stopped
+    stop_timeout: 30
+
+- name: Pause with the engine-wide switch (only where the engine answers its URL)
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    dispatching: paused
+    dispatch_method: engine_switch
+
+- name: SysV init script with a site settings file
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: started
+    service_manager: sysv
+    service_settings: /etc/sysconfig/pixar
+
+- name: Read the engine's state
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    state: status
+  register: engine
+
+- name: Show the active tasks
+  ansible.builtin.debug:
+    msg: "{{ engine.tasks.active }} active, {{ engine.tasks.ready }} ready"
+'''
+
+RETURN = r'''
+state:
+  description: Whether an engine serves O(config_dir) after the task (predicted in check mode).
+  returned: always
+  type: str
+  sample: running
+version:
+  description: Version of the engine after the task (of the engine that stopped, for O(state=stopped)).
+  returned: always
+  type: str
+  sample: "2.4"
+build:
+  description: Build number of that engine, when known.
+  returned: always
+  type: str
+  sample: "2091325"
+previous_version:
+  description: Version of the engine that was running before the task; null when none was.
+  returned: always
+  type: str
+  sample: "2.2"
+schema_version:
+  description: The job database schema version the engine reports, when it reports one.
+  returned: always
+  type: str
+  sample: "2.4-1"
+pid:
+  description: Process id of the running engine; null when stopped.
+  returned: always
+  type: int
+  sample: 4242
+address:
+  description: Where the engine's URL API was checked, C(host:port).
+  returned: always
+  type: str
+  sample: localhost:80
+uptime:
+  description: Seconds since the engine started, as it reports; null when unknown.
+  returned: always
+  type: float
+  sample: 12.5
+tasks:
+  description: Task counts by state (C(active), C(ready), C(blocked), C(error), C(done)) as the engine reports them; empty when unknown.
+  returned: always
+  type: dict
+  sample: {"active": 1, "ready": 4, "blocked": 0, "error": 0, "done": 10}
+dispatching:
+  description: Dispatching state after the task.
+  returned: always
+  type: dict
+  contains:
+    method:
+      description: The O(dispatch_method) used.
+      type: str
+      sample: job_pause
+    engine_paused:
+      description: The engine-wide pause switch as the engine reports it (null when unknown).
+      type: bool
+      sample: false
+    paused_jobs:
+      description: Job ids recorded in O(paused_jobs_file) (the jobs this module paused and has not resumed).
+      type: list
+      elements: int
+      sample: [101, 102]
+    paused_now:
+      description: Jobs paused by this task.
+      type: list
+      elements: int
+      sample: [102]
+    resumed_now:
+      description: Jobs unpaused by this task.
+      type: list
+      elements: int
+      sample: []
+    state_file:
+      description: The O(paused_jobs_file).
+      type: str
+      sample: /var/spool/tractor/.renderfarm-tractor-paused-jobs.json
+retried_tasks:
+  description: Tasks C(tq retry active) retried (in check mode, the active tasks it would retry).
+  returned: always
+  type: int
+  sample: 2
+service_manager:
+  description: The service manager used, and why (for O(service_manager=auto)).
+  returned: always
+  type: dict
+  sample: {"name": "direct", "reason": "no systemd unit and no init script /etc/init.d/tractor-engine"}
+escalated:
+  description: True when the engine ignored SIGTERM (or the service stop) and was killed with SIGKILL.
+  returned: always
+  type: bool
+  sample: false
+log_file:
+  description: The engine log file the module reads on failure; null when the engine logs to the journal.
+  returned: always
+  type: str
+  sample: /var/spool/tractor/engine.log
+pidfile:
+  description: The pid file used; null with systemd.
+  returned: always
+  type: str
+  sample: /var/spool/tractor/tractor-engine.pid
+commands:
+  description: The commands and requests that changed something (in check mode, that would have).
+  returned: always
+  type: list
+  elements: str
+  sample: ["kill -TERM 4242", "/opt/pixar/Tractor-2.4/bin/tractor-engine --configdir=/opt/pixar/config --daemon ..."]
+diff:
+  description: The engine before and after the task.
+  returned: always
+  type: dict
+  sample: {"before": {"state": "running", "version": "2.2"}, "after": {"state": "running", "version": "2.4"}}
+log_tail:
+  description: The last lines of the engine log; returned when a start failed (with the failure).
+  returned: failure
+  type: list
+  elements: str
+'''
+
+import errno
+import json
+import os
+import pwd
+import re
+import signal
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
+    COMMON_REQUIRED_ONE_OF, TractorModule, common_argument_spec,
+)
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import Dbctl
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
+    DISPATCH_SWITCH_QUERY, EngineClient, EngineRefused, EngineUnavailable, parse_server_header,
+)
+
+PAUSED_JOBS_FILE = '.renderfarm-tractor-paused-jobs.json'
+DEFAULT_PIDFILE = 'tractor-engine.pid'
+DEFAULT_LOG = 'engine.log'
+# Variables of the service settings files (see the service_settings option).
+INSTALL_VAR = 'TRACTOR_INSTALL_DIR'
+CONFIG_VAR = 'TRACTOR_CONFIG_DIR'
+SYSV_PIDFILE_VAR = 'TRACTOR_ENGINE_PIDFILE'
+SYSV_OPTIONS_VAR = 'TRACTOR_ENGINE_OPTIONS'
+SYSTEMD_OPTIONS_VAR = 'OPTIONS'
+SYSV_SETTINGS = '/etc/sysconfig/pixar'
+SYSCONFIG_DIR = '/etc/sysconfig'
+SYSV_DEFAULT_PIDFILE = '/var/run/tractor-engine.pid'
+SYSTEMD_RUNTIME_DIR = '/run/systemd/system'
+SYSTEMD_UNIT_DIRS = ('/etc/systemd/system', '/run/systemd/system', '/usr/local/lib/systemd/system',
+                     '/usr/lib/systemd/system', '/lib/systemd/system')
+SYSV_STATUS_STOPPED = 3
+SYSTEMD_RUNNING_STATES = ('active', 'activating', 'deactivating', 'reloading', 'refreshing')
+KILL_WAIT = 10           # seconds a SIGKILLed engine gets to disappear
+ZOMBIE_GRACE = 3         # seconds an exited engine's parent gets to reap it
+POLL = 0.5
+PROBE_TIMEOUT = 5        # seconds for one URL API request
+LOG_TAIL_LINES = 25      # lines returned in log_tail
+MSG_LOG_LINES = 10       # of which in the failure message
+
+ASSIGNMENT_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
+UNIT_ENV_RE = re.compile(r'^\s*Environment\s*=\s*(.*)$')
+BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
+CMDLINE_VERSION_RE = re.compile(r'Tractor-(\d+\.\d+(?:\.\d+)?)(?:/|$)')
+SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*$')
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing helpers (pure functions)
+# ---------------------------------------------------------------------------------------------
+def _unquote(value):
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
+        inner = value[1:-1]
+        return inner.replace('\\"', '"') if value[0] == '"' else inner
+    # an unquoted value ends at an unescaped comment
+    return re.split(r'\s+#', value, maxsplit=1)[0].strip()
+
+
+def parse_settings(text):
+    """VAR=value lines of a sysconfig file (shell or systemd EnvironmentFile syntax) -> dict."""
+    values = {}
+    for line in (text or '').splitlines():
+        if line.lstrip().startswith('#'):
+            continue
+        match = ASSIGNMENT_RE.match(line)
+        if match:
+            values[match.group(1)] = _unquote(match.group(2))
+    return values
+
+
+def parse_unit_environment(text):
+    """Environment="A=b" lines of a systemd unit -> dict."""
+    values = {}
+    for line in (text or '').splitlines():
+        match = UNIT_ENV_RE.match(line)
+        if not match:
+            continue
+        for item in re.findall(r'"[^"]*"|\S+', match.group(1)):
+            item = item.strip('"')
+            if '=' in item:
+                key, value = item.split('=', 1)
+                values[key] = value
+    return values
+
+
+def quote_value(value):
+    if SAFE_VALUE_RE.match(value):
+        return value
+    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
+
+
+def update_settings(text, wanted):
+    """Set VAR=value assignments in a settings file's text; returns the new text.
+
+    The last active assignment of each variable is rewritten in place (it is the one that wins),
+    missing ones are appended; comments and every other line stay as they are.
+    """
+    lines = (text or '').splitlines()
+    last = {}
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith('#'):
+            continue
+        match = ASSIGNMENT_RE.match(line)
+        if match and match.group(1) in wanted:
+            last[match.group(1)] = index
+    appended = []
+    for name in sorted(wanted):
+        new_line = '%s=%s' % (name, quote_value(wanted[name]))
+        if name in last:
+            lines[last[name]] = new_line
+        else:
+            appended.append(new_line)
+    if appended:
+        lines.append('# Set by renderfarm.tractor.tractor_engine: the install and site config the engine runs.')
+        lines.extend(appended)
+    return '\n'.join(lines) + '\n'
+
+
+def log_option(options):
+    """The --log file in an options string ('--log=/x' or '--log /x'), or None."""
+    words = (options or '').split()
+    for index, word in enumerate(words):
+        if word.startswith('--log='):
+            return _unquote(word.split('=', 1)[1])
+        if word == '--log' and index + 1 < len(words):
+            return _unquote(words[index + 1])
+    return None
+
+
+def parse_version_banner(text):
+    """'Tractor 2.2 (Feb 15 2017 11:38:27 1715407 linux-...)' -> ('2.2', '1715407'); (None, None)."""
+    match = BANNER_RE.search(text or '')
+    if not match:
+        return None, None
+    build = None
+    for word in match.group(2).split():
+        if word.isdigit() and len(word) >= 6:
+            build = word
+    return match.group(1), build
+
+
+def choose_service_manager(requested, systemd_booted, unit_path, init_script, init_script_ok):
+    """(name, reason) of the service manager to use."""
+    if requested != 'auto':
+        return requested, 'requested'
+    if systemd_booted and unit_path:
+        return 'systemd', 'systemd is running and %s is installed' % unit_path
+    if init_script_ok:
+        return 'sysv', 'init script %s exists' % init_script
+    why = []
+    why.append('systemd is not the init system' if not systemd_booted else 'no systemd unit installed')
+    why.append('no executable init script %s' % init_script)
+    return 'direct', ', '.join(why)
+
+
+def is_engine_argv(argv):
+    return any(os.path.basename(arg) == 'tractor-engine' for arg in argv or [])
+
+
+def argv_config_dir(argv):
+    """The --configdir of a tractor-engine command line, or None."""
+    argv = list(argv or [])
+    for index, arg in enumerate(argv):
+        for option in ('--configdir', '--config-dir', '-c'):
+            if arg == option and index + 1 < len(argv):
+                return argv[index + 1]
+            if option != '-c' and arg.startswith(option + '='):
+                return arg.split('=', 1)[1]
+    return None
+
+
+def version_from_argv(argv):
+    """The version in an install path on a command line (/opt/pixar/Tractor-2.2/...), or None."""
+    for arg in argv or []:
+        match = CMDLINE_VERSION_RE.search(arg)
+        if match:
+            return match.group(1)
+    return None
+
+
+def is_unfinished(job):
+    try:
+        return int(job.get('numdone') or 0) < int(job.get('numtasks') or 0)
+    except (TypeError, ValueError):
+        return True
+
+
+def is_paused(job):
+    return job.get('pausetime') not in (None, '', 0)
+
+
+def jobs_to_pause(jobs):
+    """The jids of unfinished jobs that are not paused."""
+    return sorted(int(job['jid']) for job in jobs if is_unfinished(job) and not is_paused(job))
+
+
+def tail_file(path, lines=LOG_TAIL_LINES):
+    if not path:
+        return []
+    try:
+        # O_NOFOLLOW: the log lives in a directory the EngineOwner controls; never read through a link
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
+    except (IOError, OSError) as exc:
+        return ['(%s is a symbolic link; not read)' % path] if exc.errno == errno.ELOOP else []
+    with os.fdopen(fd, 'rb') as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64 * 1024))
+        data = handle.read().decode('utf-8', 'replace')
+    return [line for line in data.splitlines() if line.strip()][-lines:]
+
+
+def read_pidfile(path):
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
+    except (IOError, OSError, TypeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def read_cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            data = handle.read()
+    except (IOError, OSError):
+        return None
+    return [part.decode('utf-8', 'replace') for part in data.split(b'\0') if part]
+
+
+def pid_alive(pid):
+    """True while the process exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        if exc.errno != errno.EPERM:
+            return False
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            state = handle.read().rsplit(')', 1)[1].split()[0]
+    except (IOError, OSError, IndexError):
+        return True
+    return state not in ('Z', 'X')
+
+
+def find_engine_pids(config_dir):
+    """Processes running `tractor-engine --configdir <config_dir>`."""
+    wanted = os.path.realpath(config_dir)
+    found = []
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        argv = read_cmdline(int(entry))
+        if not argv or not is_engine_argv(argv):
+            continue
+        configdir = argv_config_dir(argv)
+        if configdir and os.path.realpath(configdir) == wanted and pid_alive(int(entry)):
+            found.append(int(entry))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+class EngineManager(object):
+
+    def __init__(self, tm):
+        self.tm = tm
+        self.module = tm.module
+        self.p = tm.params
+        self.check = self.module.check_mode
+        self.escalated = False
+        self.retried = 0
+        self.recorded_before = None
+        self.pidfile_removed = False
+        self.warnings = []
+        self.expected = None          # (version, build) of the install
+        self.settings_diff = None
+        self.dispatch = dict(method=self.p['dispatch_method'], engine_paused=None, paused_jobs=[],
+                             paused_now=[], resumed_now=[], state_file=None)
+        self.config = tm.config
+        self.data_dir = self.config.data_dir
+        host, port = self.config.listener
+        if host in ('', '0.0.0.0', '*', '::'):
+            host = 'localhost'
+        self.address = self.p['engine'] or '%s:%d' % (host, port)
+        self.dispatch['state_file'] = self.p['paused_jobs_file'] or os.path.join(self.data_dir, PAUSED_JOBS_FILE)
+        self.service_name = self.p['service_name']
+        self.unit = self.service_name if self.service_name.endswith('.service') else self.service_name + '.service'
+        self.init_script = self.p['init_script'] or os.path.join('/etc/init.d', self.service_name)
+        self.manager, self.manager_reason = self.pick_manager()
+        self.settings_path = self.p['service_settings'] or (
+            SYSV_SETTINGS if self.manager == 'sysv' else os.path.join(SYSCONFIG_DIR, self.service_name))
+        self.pidfile, self.log_file = self.locations()
+
+    # -- where things are -----------------------------------------------------------------------
+    def unit_path(self):
+        for directory in SYSTEMD_UNIT_DIRS:
+            path = os.path.join(directory, self.unit)
+            if os.path.exists(path):
+                return path
+        return None
+
+    def pick_manager(self):
+        script_ok = os.path.isfile(self.init_script) and os.access(self.init_script, os.X_OK)
+        return choose_service_manager(self.p['service_manager'], os.path.isdir(SYSTEMD_RUNTIME_DIR),
+                                      self.unit_path(), self.init_script, script_ok)
+
+    def read_text(self, path):
+        try:
+            with open(path) as handle:
+                return handle.read()
+        except (IOError, OSError):
+            return None
+
+    def service_values(self):
+        """Settings the service runs with: defaults of the unit/script, overridden by the settings file."""
+        values = {}
+        if self.manager == 'sysv':
+            values.update(parse_settings(self.read_text(self.init_script)))
+        elif self.manager == 'systemd':
+            values.update(parse_unit_environment(self.read_text(self.unit_path() or '')))
+        values.update(parse_settings(self.read_text(self.settings_path)))
+        return values
+
+    def locations(self):
+        """(pidfile, log_file) for the chosen service manager."""
+        if self.manager == 'direct':
+            return (self.p['pidfile'] or os.path.join(self.data_dir, DEFAULT_PIDFILE),
+                    self.p['log_file'] or os.path.join(self.data_dir, DEFAULT_LOG))
+        values = self.service_values()
+        if self.manager == 'sysv':
+            return (self.p['pidfile'] or values.get(SYSV_PIDFILE_VAR) or SYSV_DEFAULT_PIDFILE,
+                    self.p['log_file'] or log_option(values.get(SYSV_OPTIONS_VAR)))
+        return None, self.p['log_file'] or log_option(values.get(SYSTEMD_OPTIONS_VAR))
+
+    # -- commands -----------------------------------------------------------------------------
+    def systemctl(self):
+        return self.module.get_bin_path('systemctl', required=True)
+
+    def read_cmd(self, argv):
+        return self.tm.run(argv, owner=False)
+
+    def change_cmd(self, argv, what):
+        rc, out, err = self.tm.change(argv, owner=False)
+        if rc != 0:
+            self.fail_with_log('%s failed (rc=%s)' % (what, rc), rc=rc, stdout=out, stderr=err, cmd=' '.join(argv))
+        return rc, out, err
+
+    # -- observing the engine -------------------------------------------------------------------
+    def client(self, timeout=PROBE_TIMEOUT):
+        return EngineClient(self.address, user=self.p['engine_user'], password=self.p['engine_password'],
+                            timeout=timeout)
+
+    def probe(self, timeout=PROBE_TIMEOUT):
+        """One ctrl?q=status: dict(answered, healthy, version, build, status, error)."""
+        try:
+            reply = self.client(timeout).status()
+        except EngineRefused as exc:
+            headers = getattr(exc, 'headers', None)
+            version, build = parse_server_header(headers.get('Server') if headers is not None else None)
+            status = getattr(exc, 'status', None)
+            return dict(answered=True, healthy=False, version=version, build=build, status=None,
+                        error='ctrl?q=status was refused%s: %s' % (' (HTTP %s)' % status if status else '', exc))
+        except EngineUnavailable as exc:
+            return dict(answered=False, healthy=False, version=None, build=None, status=None, error=str(exc))
+        if not reply.get('server_version'):
+            return dict(answered=True, healthy=False, version=None, build=None, status=reply,
+                        error='%s answers, but not as a Tractor engine (no Pixar_Tractor Server header)' % self.address)
+        return dict(answered=True, healthy=True, version=reply['server_version'], build=reply.get('server_build'),
+                    status=reply, error=None)
+
+    def managed_pid(self):
+        """(running per the service manager, pid or None)."""
+        if self.manager == 'systemd':
+            rc, out, err = self.read_cmd([self.systemctl(), 'is-active', self.unit])
+            running = out.strip() in SYSTEMD_RUNNING_STATES
+            pid = None
+            if running:
+                rc, out, err = self.read_cmd([self.systemctl(), 'show', '--property=MainPID', '--value', self.unit])
+                pid = int(out.strip()) if out.strip().isdigit() and int(out.strip()) > 0 else None
+            return running, pid
+        if self.manager == 'sysv':
+            rc, out, err = self.read_cmd([self.init_script, 'status'])
+            if rc == 0:
+                pid = read_pidfile(self.pidfile)
+                return True, pid if pid_alive(pid) and is_engine_argv(read_cmdline(pid)) else None
+            if rc not in (1, SYSV_STATUS_STOPPED):
+                self.warnings.append('%s status exited %s (expected 0 or %d): %s'
+                                     % (self.init_script, rc, SYSV_STATUS_STOPPED, (out + err).strip()))
+            return False, None
+        pid = read_pidfile(self.pidfile)
+        if pid and pid_alive(pid) and is_engine_argv(read_cmdline(pid)):
+            return True, pid
+        return False, None
+
+    def observe(self):
+        """What runs now: dict(running, managed, pid, version, build, probe)."""
+        managed, pid = self.managed_pid()
+        probe = self.probe()
+        if not pid:
+            pids = find_engine_pids(self.tm.config_dir)
+            if pids:
+                pid = pids[0]
+        if not pid and probe['status'] and isinstance(probe['status'].get('pid'), int) \
+                and self.address.split(':')[0] in ('localhost', '127.0.0.1', '::1'):
+            candidate = probe['status']['pid']
+            if pid_alive(candidate) and is_engine_argv(read_cmdline(candidate)):
+                pid = candidate
+        running = bool(managed or (pid and pid_alive(pid)) or (probe['answered'] and probe['version']))
+        version, build = probe['version'], probe['build']
+        if running and not version and pid:
+            version = version_from_argv(read_cmdline(pid))
+        return dict(running=running, managed=managed, pid=pid if running else None, version=version,
+                    build=build, probe=probe)
+
+    def describe(self, seen):
+        status = (seen.get('probe') or {}).get('status') or {}
+        dispatching = status.get('dispatching') if isinstance(status.get('dispatching'), dict) else {}
+        return dict(state='running' if seen['running'] else 'stopped', version=seen.get('version'),
+                    build=seen.get('build'), pid=seen.get('pid'),
+                    engine_paused=dispatching.get('paused') if seen['running'] else None)
+
+    # -- preflight ------------------------------------------------------------------------------
+    def install_version(self):
+        """(version, build) of the install, from `tractor-engine --version`; fails when unusable."""
+        if self.expected is not None:
+            return self.expected
+        engine = self.tm.tool('tractor-engine')
+        if not os.path.isfile(engine) or not os.access(engine, os.X_OK):
+            self.tm.fail('%s is missing or not executable: install Tractor %s in %s, or point install_dir at '
+                         'the install to run' % (engine, self.p['version'] or '', self.tm.install_dir))
+        argv = [engine, '--version']
+        rc, out, err = self.read_cmd(argv)
+        version, build = parse_version_banner(out + '\n' + err)
+        if rc != 0 or not version:
+            self.tm.fail_command('%s --version did not report a Tractor version (rc=%s); is the install complete?'
+                                 % (engine, rc), argv, rc, out, err)
+        if self.p['version'] and self.p['version'] != version:
+            self.tm.fail('%s is Tractor %s (build %s), not the requested version %s: fix version or install_dir'
+                         % (self.tm.install_dir, version, build, self.p['version']))
+        self.expected = (version, build)
+        return self.expected
+
+    def preflight_start(self):
+        """Everything that can be checked before stopping an engine or starting one (also in check mode)."""
+        self.install_version()
+        missing = self.config.missing_keys()
+        if missing:
+            self.tm.fail('the merged configuration (%s) lacks %s: add them to the site files in %s'
+                         % (', '.join(self.config.files.get('tractor.config', []) + self.config.files.get('db.config', [])),
+                            ', '.join(missing), self.tm.config_dir))
+        if not os.path.isdir(self.data_dir):
+            self.tm.fail('TractorDataDirectory %s does not exist: create it, owned by the EngineOwner %s, before '
+                         'the engine starts' % (self.data_dir, self.tm.owner or '(unset)'))
+        if os.geteuid() == 0:
+            owner = self.tm.owner
+            if not owner or owner == 'root':
+                self.tm.fail('EngineOwner is %s: an engine started as root needs EngineOwner set to an unprivileged '
+                             'account in %s' % (repr(owner or ''), self.tm.config_dir + '/tractor.config'))
+            try:
+                pwd.getpwnam(owner)
+            except KeyError:
+                self.tm.fail('EngineOwner %s does not exist on this host: create the account or fix EngineOwner in '
+                             'tractor.config' % owner)
+        if self.p['start_paused'] and self.manager != 'direct':
+            self.tm.fail('start_paused needs service_manager=direct (the %s service takes no per-start options); '
+                         'start it and then use dispatching=paused' % self.manager)
+        if self.manager == 'direct':
+            for what, path in (('pidfile', self.pidfile), ('log_file', self.log_file)):
+                if not os.path.isdir(os.path.dirname(path) or '/'):
+                    self.tm.fail('the directory of %s %s does not exist: create it or set %s' % (what, path, what))
+        elif self.manager == 'sysv':
+            if not (os.path.isfile(self.init_script) and os.access(self.init_script, os.X_OK)):
+                self.tm.fail('init script %s is missing or not executable: copy it from %s/lib/SystemServices/%s '
+                             '(and append lib/SystemServices/pixar to %s), or choose another service_manager'
+                             % (self.init_script, self.tm.install_dir, self.service_name, SYSV_SETTINGS))
+        elif self.manager == 'systemd':
+            if not os.path.isdir(SYSTEMD_RUNTIME_DIR):
+                self.tm.fail('service_manager=systemd, but systemd is not the running init system (%s is missing)'
+                             % SYSTEMD_RUNTIME_DIR)
+            if not self.unit_path():
+                self.tm.fail('systemd unit %s is not installed: copy %s/lib/SystemServices/systemd/tractor-engine.service '
+                             'to /usr/lib/systemd/system/%s and run systemctl daemon-reload'
+                             % (self.unit, self.tm.install_dir, self.unit))
+
+    # -- settings of systemd / sysv ---------------------------------------------------------------
+    def ensure_settings(self):
+        """Point the service settings at this install and config dir; True when they change."""
+        if self.manager not in ('systemd', 'sysv'):
+            return False
+        text = self.read_text(self.settings_path)
+        current = parse_settings(text)
+        wanted = {INSTALL_VAR: self.tm.install_dir, CONFIG_VAR: self.tm.config_dir}
+        before = dict((k, current.get(k)) for k in wanted)
+        if before == wanted:
+            return False
+        self.settings_diff = dict(path=self.settings_path, before=before, after=wanted)
+        new_text = update_settings(text, wanted)
+        what = ', '.join('%s=%s' % (k, wanted[k]) for k in sorted(wanted) if before.get(k) != wanted[k])
+        if self.tm.record('set %s in %s' % (what, self.settings_path)):
+            self.write_file(self.settings_path, new_text, 0o644)
+        return True
+
+    def write_file(self, path, text, mode):
+        directory = os.path.dirname(path) or '.'
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+            if os.path.isfile(path) and not os.path.islink(path):
+                mode = os.stat(path).st_mode & 0o7777
+            tmp = '%s.tmp-%d' % (path, os.getpid())
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            # O_EXCL | O_NOFOLLOW: the directory may belong to the EngineOwner; never write through a link
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), mode)
+            with os.fdopen(fd, 'w') as handle:
+                handle.write(text)
+            os.chmod(tmp, mode)
+            os.rename(tmp, path)
+        except (IOError, OSError) as exc:
+            self.tm.fail('cannot write %s: %s; run the task as root (become: true)' % (path, exc))
+
+    # -- starting -------------------------------------------------------------------------------
+    def start(self):
+        version, build = self.install_version()
+        if self.manager == 'direct':
+            self.start_direct()
+        elif self.manager == 'sysv':
+            self.change_cmd([self.init_script, 'start'], '%s start' % self.init_script)
+        else:
+            self.change_cmd([self.systemctl(), 'start', self.unit], 'systemctl start %s' % self.unit)
+        if not self.check:
+            return self.wait_healthy(version, build)
+        return None
+
+    def start_direct(self):
+        argv = [self.tm.tool('tractor-engine'), '--configdir=%s' % self.tm.config_dir, '--daemon',
+                '--pidfile=%s' % self.pidfile, '--log=%s' % self.log_file]
+        if self.p['start_paused']:
+            argv.append('--paused')
+        argv.extend(self.p['engine_args'] or [])
+        if os.path.exists(self.pidfile) and not self.pidfile_removed:
+            if self.tm.record('remove stale pid file %s' % self.pidfile):
+                try:
+                    os.unlink(self.pidfile)
+                except OSError as exc:
+                    self.tm.fail('cannot remove the stale pid file %s: %s' % (self.pidfile, exc))
+        self.change_cmd(argv, 'tractor-engine --daemon')
+
+    def wait_healthy(self, version, build, started=True):
+        """Wait for ctrl?q=status and the expected version in the Server header; fail with the log tail."""
+        deadline = time.monotonic() + max(1, self.p['timeout'])
+        last = None
+        seen_pid = None
+        while True:
+            remaining = deadline - time.monotonic()
+            last = self.probe(timeout=max(1, min(PROBE_TIMEOUT, remaining)))
+            if last['healthy'] and last['version'] == version and (not build or not last['build'] or last['build'] == build):
+                return last
+            if started and not last['answered']:
+                if self.manager == 'systemd':
+                    if not self.managed_pid()[0]:
+                        self.fail_with_log('tractor-engine %s exited during start-up (%s is no longer active)'
+                                           % (version, self.unit))
+                else:
+                    pid = read_pidfile(self.pidfile)
+                    if pid:
+                        seen_pid = pid
+                    if seen_pid and not pid_alive(seen_pid):
+                        self.fail_with_log('tractor-engine %s (pid %d) exited during start-up' % (version, seen_pid))
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+        if last['healthy'] or (last['answered'] and last['version']):
+            if last['version'] != version or (build and last['build'] and last['build'] != build):
+                reason = 'the engine at %s answers as Tractor %s (build %s), not %s (build %s)' % (
+                    self.address, last['version'], last['build'], version, build)
+            else:
+                reason = last['error']
+        else:
+            reason = last['error'] or 'no answer from %s' % self.address
+        self.fail_with_log('tractor-engine %s did not become healthy within %s s: %s'
+                           % (version, self.p['timeout'], reason))
+
+    def log_tail(self):
+        if self.log_file:
+            return self.log_file, tail_file(self.log_file)
+        if self.manager == 'systemd':
+            journalctl = self.module.get_bin_path('journalctl')
+            if journalctl:
+                rc, out, err = self.read_cmd([journalctl, '-u', self.unit, '-n', str(LOG_TAIL_LINES), '--no-pager'])
+                return 'journalctl -u %s' % self.unit, [line for line in out.splitlines() if line.strip()]
+        return None, []
+
+    def fail_with_log(self, msg, **kwargs):
+        where, lines = self.log_tail()
+        hints = ['Look at the engine log %s' % where if where else 'The engine logs to stderr (no log file)',
+                 'the PostgreSQL log %s/logfile and `tractor-dbctl --configdir %s --status`'
+                 % (self.config.db_data_dir, self.tm.config_dir)]
+        text = '%s. %s.' % (msg, ', '.join(hints))
+        if lines:
+            text += ' Last log lines:\n' + '\n'.join(lines[-MSG_LOG_LINES:])
+        kwargs.setdefault('changed', self.tm.changed)
+        self.tm.fail(text, log_tail=lines, log_file=self.log_file, service_manager=dict(
+            name=self.manager, reason=self.manager_reason), escalated=self.escalated, **kwargs)
+
+    # -- stopping -------------------------------------------------------------------------------
+    def stop(self, seen):
+        """Stop the engine seen running; escalate to SIGKILL after stop_timeout when allowed."""
+        pid = seen['pid']
+        if self.manager == 'systemd' and seen['managed']:
+            self.change_cmd([self.systemctl(), 'stop', '--no-block', self.unit], 'systemctl stop %s' % self.unit)
+            gone = self.check or self.wait_gone(pid, self.p['stop_timeout'], systemd=True)
+        elif self.manager == 'sysv' and seen['managed']:
+            argv = [self.init_script, 'stop']
+            rc, out, err = self.tm.change(argv, owner=False)
+            gone = self.check or self.wait_gone(pid, self.p['stop_timeout'] if rc == 0 else 1)
+            if not gone and not pid:
+                self.tm.fail_command('%s stop failed and the engine pid is unknown' % self.init_script,
+                                     argv, rc, out, err)
+        else:
+            if not pid:
+                self.tm.fail('an engine answers at %s, but no local tractor-engine process serving %s was found: '
+                             'is engine pointing at another host?' % (self.address, self.tm.config_dir))
+            if self.manager != 'direct':
+                self.warnings.append('the engine (pid %d) was not started by %s; stopped with SIGTERM'
+                                     % (pid, self.manager))
+            self.signal(pid, signal.SIGTERM, 'kill -TERM %d' % pid)
+            gone = self.check or self.wait_gone(pid, self.p['stop_timeout'])
+        if not gone:
+            self.escalate(pid)
+        self.cleanup_pidfile(pid)
+
+    def escalate(self, pid):
+        if not self.p['escalate']:
+            self.tm.fail('the engine (pid %s) did not exit within %s s of the stop request; it is still running '
+                         '(escalate=false). Look at %s' % (pid, self.p['stop_timeout'], self.log_file or 'its log'),
+                         escalated=False)
+        self.escalated = True
+        self.warnings.append('the engine (pid %s) did not exit within %s s of SIGTERM/stop; it was killed with '
+                             'SIGKILL' % (pid, self.p['stop_timeout']))
+        if self.manager == 'systemd' and not pid:
+            self.change_cmd([self.systemctl(), 'kill', '--kill-who=main', '--signal=SIGKILL', self.unit],
+                            'systemctl kill %s' % self.unit)
+            self.wait_gone(None, KILL_WAIT, systemd=True)
+        else:
+            self.signal(pid, signal.SIGKILL, 'kill -KILL %d (no exit %s s after SIGTERM)' % (pid, self.p['stop_timeout']))
+            if not self.wait_gone(pid, KILL_WAIT):
+                self.tm.fail('the engine (pid %d) is still there %d s after SIGKILL' % (pid, KILL_WAIT))
+        # What the engine itself runs on exit: stops PostgreSQL when DBShutdown is True.
+        argv = Dbctl(self.tm).argv('--stop-for-engine')
+        rc, out, err = self.tm.change(argv)
+        if rc != 0:
+            self.warnings.append('%s exited %s after the engine was killed; check PostgreSQL with tractor-dbctl '
+                                 '--status: %s' % (' '.join(argv), rc, (err or out).strip()))
+
+    def kill(self, seen):
+        pid = seen['pid']
+        if self.manager == 'systemd' and seen['managed'] and not pid:
+            self.change_cmd([self.systemctl(), 'kill', '--kill-who=main', '--signal=SIGKILL', self.unit],
+                            'systemctl kill %s' % self.unit)
+            if not self.check:
+                self.wait_gone(None, KILL_WAIT, systemd=True)
+            return
+        if not pid:
+            self.tm.fail('an engine answers at %s, but no local tractor-engine process serving %s was found: '
+                         'is engine pointing at another host?' % (self.address, self.tm.config_dir))
+        self.signal(pid, signal.SIGKILL, 'kill -KILL %d' % pid)
+        if not self.check and not self.wait_gone(pid, KILL_WAIT):
+            self.tm.fail('the engine (pid %d) is still there %d s after SIGKILL' % (pid, KILL_WAIT))
+        self.cleanup_pidfile(pid)
+
+    def signal(self, pid, signum, description):
+        if self.tm.record(description):
+            try:
+                os.kill(pid, signum)
+            except OSError as exc:
+                if exc.errno != errno.ESRCH:
+                    self.tm.fail('cannot signal the engine (pid %d): %s; run the task as root (become: true)'
+                                 % (pid, exc))
+
+    def wait_gone(self, pid, seconds, systemd=False):
+        deadline = time.monotonic() + max(0, seconds)
+        while True:
+            if systemd:
+                running, main_pid = self.managed_pid()
+                gone = not running
+            else:
+                gone = not pid_alive(pid)
+                if gone and pid:
+                    # a zombie still has /proc/<pid> (and answers kill -0, as init scripts test):
+                    # give its parent a moment to reap it
+                    reap_deadline = time.monotonic() + ZOMBIE_GRACE
+                    while os.path.exists('/proc/%d' % pid) and time.monotonic() < reap_deadline:
+                        time.sleep(0.1)
+            if gone:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL)
+
+    def cleanup_pidfile(self, pid):
+        if self.manager != 'direct' or not pid or read_pidfile(self.pidfile) != pid:
+            return
+        self.pidfile_removed = True
+        if self.tm.record('remove pid file %s' % self.pidfile):
+            try:
+                os.unlink(self.pidfile)
+            except OSError:
+                pass
+
+    # -- dispatching ----------------------------------------------------------------------------
+    def read_paused_jobs(self):
+        path = self.dispatch['state_file']
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+            return sorted(int(jid) for jid in data.get('paused_jobs', []))
+        except (IOError, OSError, ValueError, TypeError, AttributeError) as exc:
+            self.tm.fail('cannot read the paused-jobs record %s: %s; fix or remove it (it lists the jobs '
+                         'dispatching=paused paused and dispatching=running will resume)' % (path, exc))
+
+    def write_paused_jobs(self, jids):
+        data = dict(paused_jobs=sorted(jids), engine=self.address, config_dir=self.tm.config_dir,
+                    written_by='renderfarm.tractor.tractor_engine',
+                    written_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        self.write_file(self.dispatch['state_file'], json.dumps(data, indent=2, sort_keys=True) + '\n', 0o644)
+
+    def engine_call(self, what, func, *args):
+        try:
+            return func(*args)
+        except (EngineUnavailable, EngineRefused) as exc:
+            reply = getattr(exc, 'reply', None)
+            self.tm.fail('%s failed: %s' % (what, exc), reply=reply)
+
+    def set_dispatching(self, want, engine_up):
+        pause = want == 'paused'
+        if not engine_up:
+            # check mode, engine to be started by this task: nothing to list yet
+            self.tm.record('%s dispatching after the start (%s; the jobs cannot be listed before the engine runs)'
+                           % ('pause' if pause else 'resume', self.p['dispatch_method']))
+            return
+        client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
+        if self.p['dispatch_method'] == 'engine_switch':
+            status = self.engine_call('ctrl?q=status', client.status)
+            current = (status.get('dispatching') or {}).get('paused')
+            if current is None:
+                self.tm.fail('the engine at %s does not report the engine-wide dispatching state in ctrl?q=status: '
+                             'use dispatch_method=job_pause' % self.address)
+            self.dispatch['engine_paused'] = current
+            if current != pause:
+                if self.tm.record(DISPATCH_SWITCH_QUERY % (1 if pause else 0)):
+                    try:
+                        reply = client.dispatch_switch(pause)
+                    except (EngineUnavailable, EngineRefused) as exc:
+                        self.tm.fail('the engine-wide dispatch switch (%s) failed: %s. Its URL is not documented by '
+                                     'Pixar; use dispatch_method=job_pause on engines that do not answer it'
+                                     % (DISPATCH_SWITCH_QUERY % (1 if pause else 0), exc))
+                    self.dispatch['engine_paused'] = (reply.get('dispatching') or {}).get('paused', pause)
+                else:
+                    self.dispatch['engine_paused'] = pause
+            client.logout()
+            return
+        recorded = self.read_paused_jobs()
+        jobs = self.engine_call('monitor?q=jobs', client.jobs)
+        by_jid = dict((int(job['jid']), job) for job in jobs if 'jid' in job)
+        if pause:
+            targets = jobs_to_pause(jobs)
+            for jid in targets:
+                if self.tm.record('queue?q=jattr&jid=%d&set_pause=1' % jid):
+                    self.engine_call('pausing job %d' % jid, client.pause_job, jid, True)
+            keep = [jid for jid in (recorded or []) if jid in by_jid]
+            new = sorted(set(keep) | set(targets))
+            self.dispatch['paused_now'] = targets
+            self.dispatch['paused_jobs'] = new
+            if recorded is None or new != recorded:
+                if self.tm.record('record paused jobs %s in %s' % (new, self.dispatch['state_file'])):
+                    self.write_paused_jobs(new)
+        else:
+            if recorded is None:
+                self.dispatch['paused_jobs'] = []
+            else:
+                resumed = []
+                for jid in recorded:
+                    job = by_jid.get(jid)
+                    if job is not None and is_paused(job):
+                        if self.tm.record('queue?q=jattr&jid=%d&set_pause=0' % jid):
+                            try:
+                                client.pause_job(jid, False)
+                            except EngineRefused as exc:
+                                self.warnings.append('job %d could not be unpaused: %s' % (jid, exc))
+                                continue
+                            except EngineUnavailable as exc:
+                                self.tm.fail('unpausing job %d failed: %s' % (jid, exc))
+                        resumed.append(jid)
+                self.dispatch['resumed_now'] = resumed
+                self.dispatch['paused_jobs'] = []
+                if self.tm.record('remove %s' % self.dispatch['state_file']):
+                    try:
+                        os.unlink(self.dispatch['state_file'])
+                    except OSError as exc:
+                        self.tm.fail('cannot remove %s: %s' % (self.dispatch['state_file'], exc))
+            status = self.probe()['status'] or {}
+            if (status.get('dispatching') or {}).get('paused'):
+                self.warnings.append('the engine-wide dispatching switch is paused (engine started with --paused, or '
+                                     'paused in the Dashboard); resume it there, or with dispatch_method=engine_switch')
+        client.logout()
+
+    def retry_active(self, engine_up):
+        if not engine_up:
+            self.tm.record('tq --force --yes retry active (after the start)')
+            return
+        client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
+        tasks = self.engine_call('monitor?q=tasks', client.tasks)
+        active = [t for t in tasks if t.get('state') == 'active']
+        if not active:
+            return
+        argv = [self.tm.tool('tq'), '--engine', self.address, '--user', self.p['engine_user'],
+                '--force', '--yes', 'retry', 'active']
+        if not os.access(argv[0], os.X_OK):
+            self.tm.fail('%s is missing or not executable: retry_active needs the install\'s tq' % argv[0])
+        self.retried = len(active)
+        if not self.tm.record(' '.join(argv)):
+            return
+        env = {'TRACTOR_PASSWORD': self.p['engine_password']} if self.p['engine_password'] else {}
+        rc, out, err = self.module.run_command(argv, cwd='/', environ_update=env)
+        if rc != 0:
+            self.tm.fail_command('tq retry active failed (rc=%s)' % rc, argv, rc, out, err)
+        self.retried = len([line for line in out.splitlines() if line.rstrip().endswith(' retried')])
+
+    # -- the task -------------------------------------------------------------------------------
+    def learn_version(self, seen):
+        """A running engine whose version is unknown yet (e.g. still starting): wait for its answer."""
+        deadline = time.monotonic() + max(1, self.p['timeout'])
+        while True:
+            probe = self.probe()
+            if probe['version']:
+                seen = dict(seen, version=probe['version'], build=probe['build'], probe=probe)
+                return seen
+            if seen['pid'] and not pid_alive(seen['pid']):
+                return self.observe()
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+        self.fail_with_log('an engine runs (pid %s) but has not answered at %s within %s s, so its version is '
+                           'unknown and the module will not restart it: %s'
+                           % (seen['pid'], self.address, self.p['timeout'], probe['error']))
+
+    def run(self):
+        state = self.p['state']
+        before = self.observe()
+        if before['running'] and not before['managed'] and before['pid'] and self.manager != 'direct':
+            self.warnings.append('the engine (pid %d) runs, but not under %s (started by hand or by another service '
+                                 'manager?)' % (before['pid'], self.manager))
+        if self.p['engine_args'] and self.manager != 'direct' and state in ('started', 'restarted'):
+            self.warnings.append('engine_args are only used with service_manager=direct; the %s service takes its '
+                                 'options from %s' % (self.manager, self.settings_path))
+        if state == 'started' and before['running'] and not before['version']:
+            before = self.learn_version(before)
+        extras = bool(self.p['dispatching'] or self.p['retry_active'])
+        if self.p['dispatching'] and self.p['dispatch_method'] == 'job_pause':
+            self.recorded_before = self.read_paused_jobs() or []
+        if extras and not before['running']:
+            if state in ('stopped', 'killed'):
+                self.warnings.append('no engine serves %s: dispatching/retry_active skipped' % self.tm.config_dir)
+                extras = False
+            elif state not in ('started', 'restarted'):
+                self.tm.fail('dispatching and retry_active need a running engine; none serves %s at %s'
+                             % (self.tm.config_dir, self.address))
+
+        # The runbook's order: pause, retry active, then kill (or stop).
+        if extras and state in ('stopped', 'killed'):
+            self.extras(True)
+
+        predicted = None
+        if state in ('started', 'restarted'):
+            self.preflight_start()
+            if not before['running'] and before['probe']['answered']:
+                self.tm.fail('%s is in use by something that is not a Tractor engine (%s): free the port or fix '
+                             'ListenerPort' % (self.address, before['probe']['error']))
+            version, build = self.expected
+            other = before['running'] and (before['version'] != version or
+                                           bool(build and before['build'] and before['build'] != build))
+            if state == 'restarted' or not before['running'] or other:
+                if before['running']:
+                    self.stop(before)   # with the settings it was started with
+                self.ensure_settings()
+                self.start()
+                predicted = dict(state='running', version=version, build=build)
+            else:
+                if self.ensure_settings():
+                    self.warnings.append('the service settings changed; they take effect at the next restart')
+                self.wait_healthy(version, build, started=False)
+        elif state == 'stopped' and before['running']:
+            self.stop(before)
+            predicted = dict(state='stopped')
+        elif state == 'killed' and before['running']:
+            self.kill(before)
+            predicted = dict(state='stopped')
+
+        if extras and state not in ('stopped', 'killed'):
+            # In check mode nothing was started: only an engine that already runs can be asked.
+            self.extras(before['running'] if self.check else True)
+
+        if self.check:
+            after = dict(before)
+            if predicted:
+                after.update(predicted)
+                after['running'] = predicted['state'] == 'running'
+                if not after['running']:
+                    after.update(pid=None, probe=dict(status=None))
+                elif not before['running'] or predicted.get('version') != before['version']:
+                    after.update(pid=None)
+        elif predicted or self.p['dispatching']:
+            after = self.observe()
+        else:
+            after = before
+        self.finish(before, after)
+
+    def extras(self, engine_up):
+        if self.p['dispatching']:
+            self.set_dispatching(self.p['dispatching'], engine_up)
+        if self.p['retry_active']:
+            self.retry_active(engine_up)
+
+    def finish(self, before, after):
+        shown = after if after['running'] else before
+        status = (shown.get('probe') or {}).get('status') or {}
+        if not after['running']:
+            status = {}
+        before_desc, after_desc = self.describe(before), self.describe(after)
+        if self.p['state'] in ('stopped', 'killed') and not after['running']:
+            after_desc.update(version=None, build=None)
+        if self.dispatch['engine_paused'] is None and after['running']:
+            self.dispatch['engine_paused'] = after_desc.get('engine_paused')
+        if self.p['dispatch_method'] == 'job_pause' and not self.p['dispatching']:
+            recorded = self.read_paused_jobs()
+            self.dispatch['paused_jobs'] = recorded or []
+        if self.p['dispatching'] and self.p['dispatch_method'] == 'job_pause':
+            before_desc['paused_jobs'] = self.recorded_before
+            after_desc['paused_jobs'] = self.dispatch['paused_jobs']
+        if self.settings_diff:
+            before_desc['service_settings'] = self.settings_diff['before']
+            after_desc['service_settings'] = self.settings_diff['after']
+        for warning in self.warnings:
+            self.module.warn(warning)
+        queue = status.get('queue') if isinstance(status.get('queue'), dict) else {}
+        self.tm.exit(
+            state='running' if after['running'] else 'stopped',
+            version=shown.get('version'),
+            build=shown.get('build'),
+            previous_version=before.get('version') if before['running'] else None,
+            schema_version=status.get('schema-version'),
+            pid=after.get('pid') if after['running'] else None,
+            address=self.address,
+            uptime=status.get('uptime'),
+            tasks=dict(queue.get('tasks') or {}),
+            dispatching=self.dispatch,
+            retried_tasks=self.retried,
+            service_manager=dict(name=self.manager, reason=self.manager_reason),
+            escalated=self.escalated,
+            log_file=self.log_file,
+            pidfile=self.pidfile,
+            diff=dict(before=before_desc, after=after_desc),
+        )
+
+
+def argument_spec():
+    spec = common_argument_spec()
+    spec.update(
+        state=dict(type='str', choices=['started', 'stopped', 'restarted', 'killed', 'status']),
+        service_manager=dict(type='str', default='auto', choices=['auto', 'systemd', 'sysv', 'direct']),
+        service_name=dict(type='str', default='tractor-engine'),
+        service_settings=dict(type='path'),
+        init_script=dict(type='path'),
+        pidfile=dict(type='path'),
+        log_file=dict(type='path'),
+        engine_args=dict(type='list', elements='str', default=[]),
+        start_paused=dict(type='bool', default=False),
+        stop_timeout=dict(type='int', default=60),
+        escalate=dict(type='bool', default=True),
+        dispatching=dict(type='str', choices=['paused', 'running']),
+        dispatch_method=dict(type='str', default='job_pause', choices=['job_pause', 'engine_switch']),
+        paused_jobs_file=dict(type='path'),
+        retry_active=dict(type='bool', default=False),
+    )
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), required_one_of=COMMON_REQUIRED_ONE_OF,
+                           supports_check_mode=True)
+    if module.params['state'] == 'status' and (module.params['dispatching'] or module.params['retry_active']):
+        module.fail_json(msg='state=status only reports; drop dispatching/retry_active, or omit state to apply them '
+                             'to the running engine')
+    if module.params['stop_timeout'] < 0 or module.params['timeout'] < 1:
+        module.fail_json(msg='stop_timeout must be >= 0 and timeout >= 1 (seconds)')
+    tm = TractorModule(module)
+    EngineManager(tm).run()
+
+
+if __name__ == '__main__':
+    main()
