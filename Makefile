@@ -1,7 +1,8 @@
 # renderfarm.tractor -- developer and CI entry points.
 #
 #   make demo     backup, upgrade and downgrade of emulated engines on this machine
-#   make test     everything CI runs (.ci/run is `make test`)
+#   make test     everything CI runs (.ci/run is `make test`): pytest suites, then Molecule
+#   make molecule SCENARIO=name   one Molecule scenario in Podman containers
 #   make help     all targets
 #
 # Every target installs what it needs, so each works on a fresh Debian 12 machine as root.
@@ -31,8 +32,22 @@ VENV_INPUTS := $(CONSTRAINTS) $(REQUIREMENTS) emulator/pyproject.toml
 COLLECTION_LINK := .collections/ansible_collections/renderfarm/tractor
 ENGINE_OWNER ?= tractor
 
+# Molecule (molecule/): scenarios in Podman containers from a locally built image.
+SCENARIO ?= default
+# Every scenario, in the order `make test` runs them (fastest feedback first).
+MOLECULE_SCENARIOS ?= $(filter $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)),default backup_restore downgrade multi_engine rollback) \
+	$(filter-out default backup_restore downgrade multi_engine rollback,$(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+# Extra options for `molecule test`, e.g. MOLECULE_ARGS='--destroy=never' to keep failed containers.
+MOLECULE_ARGS ?=
+# Collections Molecule needs (the podman driver and connection), taken from the community
+# `ansible` wheel pinned in constraints.txt, because Galaxy is unreachable.
+COLLECTIONS_CACHE := .cache/collections
+MOLECULE_COLLECTIONS := containers/podman
+ANSIBLE_PACKAGE_VERSION = $(shell sed -n 's/^ansible==\([0-9][0-9.]*\).*/\1/p' $(CONSTRAINTS))
+COLLECTIONS_STAMP = $(COLLECTIONS_CACHE)/.from-ansible-$(ANSIBLE_PACKAGE_VERSION)
+
 # pytest: one run over every suite that exists; extra options via PYTEST_ARGS=...
-TEST_SUITES = $(wildcard tests/unit tests/emulator tests/collection)
+TEST_SUITES = $(wildcard tests/unit tests/emulator tests/integration tests/collection)
 CHECK_SUITES = $(or $(wildcard tests/unit tests/emulator),tests/emulator)
 PYTEST_ARGS ?=
 
@@ -68,6 +83,11 @@ help:
 	@echo "make check        emulator (and unit) tests only"
 	@echo "make venv         $(VENV): Python $(PY_VERSION) tools pinned by $(CONSTRAINTS), emulator installed editable"
 	@echo "make venv-2.19    $(VENV_2_19): the same on Python $(PY_VERSION_2_19) with ansible-core 2.19"
+	@echo "make molecule     one Molecule scenario (SCENARIO=$(SCENARIO)); scenarios: $(strip $(MOLECULE_SCENARIOS))"
+	@echo "make molecule-all every Molecule scenario, with each one's duration (make test runs it last)"
+	@echo "make image        the scenarios' base image (Debian 12, systemd, PostgreSQL 15), built once per recipe"
+	@echo "make podman       Debian's podman and its configuration for this machine"
+	@echo "make collections  containers.podman for Molecule, from the pinned 'ansible' wheel"
 	@echo "make deps         Debian packages the tests need (PostgreSQL server binaries)"
 	@echo "make engine-owner the unprivileged '$(ENGINE_OWNER)' account (PostgreSQL refuses root)"
 	@echo "make clean        remove venvs, caches and build output"
@@ -136,11 +156,45 @@ endef
 check: deps venv engine-owner
 	$(call run_pytest,$(CHECK_SUITES))
 
+# The pytest suites first (fast), then every Molecule scenario (slow).
 test: deps venv engine-owner
 	$(call run_pytest,$(TEST_SUITES))
+	@$(MAKE) --no-print-directory molecule-all
 
 demo: deps venv engine-owner
 	$(VENV)/bin/python demo/demo.py
+
+# --- Molecule in Podman containers --------------------------------------------------------------
+# podman: Debian packages and /etc/containers/containers.conf (written only when there is none).
+# image: localhost/renderfarm-tractor-base:<hash of molecule/image/build.sh>, not rebuilt when it exists.
+.PHONY: podman image collections molecule molecule-all
+podman:
+	@molecule/image/podman-host.sh
+
+image: podman
+	@molecule/image/build.sh >/dev/null
+
+collections: $(COLLECTIONS_STAMP)
+
+$(COLLECTIONS_STAMP): | $(VENV)/.installed
+	@test -n "$(ANSIBLE_PACKAGE_VERSION)" || { echo "make: no ansible==X pin in $(CONSTRAINTS)" >&2; exit 1; }
+	rm -rf $(COLLECTIONS_CACHE) && mkdir -p $(COLLECTIONS_CACHE)/wheel
+	$(VENV)/bin/python -m pip download $(PIP_FLAGS) --no-deps --only-binary=:all: --python-version 3.12 \
+		-c $(CONSTRAINTS) -d $(COLLECTIONS_CACHE)/wheel ansible==$(ANSIBLE_PACKAGE_VERSION)
+	$(VENV)/bin/python -c 'import sys, zipfile; \
+		wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]; \
+		prefixes = tuple("ansible_collections/%s/" % n for n in names); \
+		z = zipfile.ZipFile(wheel); \
+		z.extractall(dest, [m for m in z.namelist() if m.startswith(prefixes)])' \
+		$(COLLECTIONS_CACHE)/wheel/ansible-$(ANSIBLE_PACKAGE_VERSION)-py3-none-any.whl $(COLLECTIONS_CACHE) $(MOLECULE_COLLECTIONS)
+	rm -rf $(COLLECTIONS_CACHE)/wheel
+	@touch $@
+
+molecule: venv image collections
+	@molecule/run.sh $(MOLECULE_ARGS) -- $(SCENARIO)
+
+molecule-all: venv image collections
+	@molecule/run.sh $(MOLECULE_ARGS) -- $(MOLECULE_SCENARIOS)
 
 # --- cleanup -----------------------------------------------------------------------------------
 .PHONY: clean

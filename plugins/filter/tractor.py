@@ -21,6 +21,16 @@ def _get(mapping, key, default=None):
         return default
 
 
+def _machine(host_vars, info, name):
+    """The machine an engine runs on: its machine id as tractor_info read it, else ansible_host."""
+    ident = (info or {}).get('machine') or {}
+    return ident.get('id') or _get(host_vars, 'ansible_host') or name
+
+
+def _label(info, machine):
+    return ((info or {}).get('machine') or {}).get('hostname') or machine
+
+
 def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
     """Why engine ``me`` may not run beside the other engines of ``hosts``.
 
@@ -31,7 +41,7 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
     mine = _get(hostvars[me], info_var)
     if not mine or 'paths' not in mine:
         raise AnsibleFilterError('tractor_collisions: %s has no %s' % (me, info_var))
-    my_machine = _get(hostvars[me], 'ansible_host') or me
+    my_machine = _machine(hostvars[me], mine, me)
     problems = []
     for other in hosts:
         if other == me:
@@ -39,17 +49,17 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
         theirs = _get(hostvars[other], info_var)
         if not theirs or 'paths' not in theirs or 'config' not in theirs:  # absent, or a failed read
             continue
-        machine = _get(hostvars[other], 'ansible_host') or other
+        machine = _machine(hostvars[other], theirs, other)
         if machine == my_machine:
             for key, label in (('listener_port', 'engine port'), ('db_port', 'PostgreSQL port')):
                 if mine['config'][key] == theirs['config'][key]:
                     problems.append('%s and %s on %s use the same %s %s'
-                                    % (me, other, machine, label, mine['config'][key]))
+                                    % (me, other, _label(mine, my_machine), label, mine['config'][key]))
             for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
                                ('db_data_dir', 'DBDataDir')):
                 if mine['paths'][key]['realpath'] == theirs['paths'][key]['realpath']:
                     problems.append('%s and %s on %s share the %s %s'
-                                    % (me, other, machine, label, mine['paths'][key]['realpath']))
+                                    % (me, other, _label(mine, my_machine), label, mine['paths'][key]['realpath']))
         else:
             for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
                                ('db_data_dir', 'DBDataDir')):
@@ -60,7 +70,8 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
                 rel_b = b['realpath'][len(b['mount_point']):].lstrip('/')
                 if rel_a == rel_b:
                     problems.append('%s (%s) and %s (%s) reach the same %s through the network volume %s:%s; '
-                                    'this risks corrupting both engines' % (me, my_machine, other, machine, label,
+                                    'this risks corrupting both engines' % (me, _label(mine, my_machine), other,
+                                                                            _label(theirs, machine), label,
                                                                             a['mount_source'], rel_a or '/'))
     return problems
 
@@ -109,7 +120,7 @@ def tractor_prune_plan(backups, keep_last=0, keep_days=0, now=None):
 def tractor_missing_records(hosts, records):
     """Report entries for the engines of ``hosts`` that left no record."""
     recorded = set(r.get('engine') for r in records or [])
-    return [dict(engine=host, result='missing', error='no record: unreachable, or failed before its first step')
+    return [dict(engine=host, result='missing', error='not processed: the run stopped before this engine, or it was unreachable')
             for host in hosts or [] if host not in recorded]
 
 

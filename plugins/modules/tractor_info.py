@@ -119,6 +119,14 @@ engine_owner:
   returned: always
   type: dict
   sample: {"name": "tractor", "exists": true, "uid": 999, "gid": 995, "home": "/home/tractor"}
+machine:
+  description:
+    - Identity of the machine the engine runs on, so that engines on one machine are recognised
+      however the inventory addresses them. C(id) is C(/etc/machine-id) when there is one, else
+      the host name.
+  returned: always
+  type: dict
+  sample: {"hostname": "farm1", "id": "4c4c4544004d3510804bb4c04f333233"}
 address:
   description: The engine's URL API address as C(host:port) (O(engine), else localhost and C(ListenerPort)).
   returned: always
@@ -128,6 +136,7 @@ address:
 
 import os
 import pwd
+import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
@@ -201,6 +210,18 @@ def directory_size(path):
     return total
 
 
+def machine_identity():
+    for path in ('/etc/machine-id', '/var/lib/dbus/machine-id'):
+        try:
+            with open(path) as handle:
+                value = handle.read().strip()
+            if value:
+                return dict(hostname=socket.gethostname(), id=value)
+        except (IOError, OSError):
+            pass
+    return dict(hostname=socket.gethostname(), id=socket.gethostname())
+
+
 def main():
     argument_spec = common_argument_spec()
     argument_spec.update(
@@ -265,6 +286,7 @@ def main():
         database=dict(initialised=initialised,
                       size=directory_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
         engine_owner=owner,
+        machine=machine_identity(),
         address=params['engine'] or '%s:%d' % (listen_host or 'localhost', listen_port),
     )
 

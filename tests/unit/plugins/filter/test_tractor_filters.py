@@ -1,0 +1,78 @@
+"""The decisions the roles delegate to filters: engine collisions, retention, report formats."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from ansible_collections.renderfarm.tractor.plugins.filter import tractor as f
+
+
+def info(machine, port=80, db_port=9876, data="/var/spool/tractor", config="/opt/pixar/config",
+         fstype="ext4", source="/dev/sda1", mount="/"):
+    def path(p):
+        return {"realpath": p, "mount_point": mount, "mount_source": source, "fstype": fstype,
+                "network": fstype.startswith("nfs")}
+    return {"machine": {"id": machine, "hostname": machine},
+            "config": {"listener_port": port, "db_port": db_port},
+            "paths": {"config_dir": path(config), "data_dir": path(data), "db_data_dir": path(data + "/psql")}}
+
+
+def test_engines_on_one_machine_must_differ_in_everything():
+    hv = {"prod": {"preflight_info": info("m1")},
+          "staging": {"preflight_info": info("m1", port=8080, db_port=9877, data="/srv/staging", config="/srv/cfg")}}
+    assert f.tractor_collisions(hv, ["prod", "staging"], "prod") == []
+    hv["staging"]["preflight_info"] = info("m1", port=80, db_port=9877, data="/var/spool/tractor", config="/srv/cfg")
+    problems = f.tractor_collisions(hv, ["prod", "staging"], "prod")
+    assert any("same engine port 80" in p for p in problems)
+    assert any("share the TractorDataDirectory /var/spool/tractor" in p for p in problems)
+    assert any("share the DBDataDir" in p for p in problems)
+    assert all("prod and staging on m1" in p for p in problems)
+
+
+def test_machine_identity_beats_inventory_names_and_failed_reads_are_skipped():
+    hv = {"a": {"preflight_info": info("same-box"), "ansible_host": "10.0.0.1"},
+          "b": {"preflight_info": info("same-box"), "ansible_host": "farm1.example"},
+          "c": {"preflight_info": {"failed": True, "msg": "boom"}}}
+    assert len(f.tractor_collisions(hv, ["a", "b", "c"], "a")) == 5  # 2 ports + 3 directories
+
+
+def test_network_volume_shared_by_two_machines_is_refused():
+    nfs = dict(fstype="nfs4", source="filer:/export", mount="/net/farm", data="/net/farm/tractor")
+    hv = {"a": {"preflight_info": info("m1", **nfs)}, "b": {"preflight_info": info("m2", **nfs)}}
+    problems = f.tractor_collisions(hv, ["a", "b"], "a")
+    assert any("network volume filer:/export:tractor" in p for p in problems)
+    local = {"a": {"preflight_info": info("m1")}, "b": {"preflight_info": info("m2")}}
+    assert f.tractor_collisions(local, ["a", "b"], "a") == []  # same local path on two machines is fine
+
+
+def test_prune_plan_keeps_newest_verified_and_honours_both_rules():
+    day = 86400
+    now = 100 * day
+    backups = [{"path": f"b{i}", "created": now - i * day, "verified": True} for i in range(5)]
+    assert f.tractor_prune_plan(backups, keep_last=2, now=now) == ["b4", "b3", "b2"]
+    assert f.tractor_prune_plan(backups, keep_days=2.5, now=now) == ["b4", "b3"]
+    assert f.tractor_prune_plan(backups, keep_last=1, keep_days=2.5, now=now) == ["b4", "b3"]
+    assert f.tractor_prune_plan(backups, now=now) == []  # no rule: keep everything
+    unverified_newest = [{"path": "new", "created": now, "verified": False}] + backups[1:]
+    assert "b1" not in f.tractor_prune_plan(unverified_newest, keep_last=1, now=now)  # newest verified kept
+
+
+def test_backup_list_from_find_results():
+    found = [{"path": "/b/x.tgz.manifest.json", "mtime": 5.0}]
+    assert f.tractor_backup_list(found) == [{"path": "/b/x.tgz", "created": 5.0, "verified": True}]
+
+
+def test_reports_are_valid_junit_and_markdown():
+    report = {"playbook": "upgrade", "finished": "2026-11-28T12:00:00Z", "engines": [
+        {"engine": "a", "host": "h", "action": "upgrade", "result": "ok", "version_before": "2.2",
+         "version_after": "2.4", "downtime": 3.2, "duration": 40, "phases": {"stop": 1},
+         "backup": {"path": "/b/a.tgz", "size": 10, "sha256": "ab" * 32}},
+        {"engine": "b<&>", "result": "rolled back", "error": "schema <upgrade> failed", "rollback": True}]}
+    root = ET.fromstring(f.tractor_report_junit(report))
+    assert root.get("tests") == "2" and root.get("failures") == "1"
+    assert root.find(".//testcase/failure").get("message") == "schema <upgrade> failed"
+    markdown = f.tractor_report_markdown(report)
+    assert "| a | h | upgrade | ok | 2.2 | 2.4 | 3.2 | /b/a.tgz (10 bytes, sha256 abababababab) | no |" in markdown
+    assert "**b<&> failed:** schema <upgrade> failed" in markdown
+    missing = f.tractor_missing_records(["a", "c"], report["engines"])
+    assert [m["engine"] for m in missing] == ["c"] and missing[0]["result"] == "missing"
