@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import datetime
 import json
+import pprint
 from xml.sax.saxutils import escape, quoteattr
 
 from ansible.errors import AnsibleFilterError
@@ -31,30 +32,46 @@ def _label(info, machine):
     return ((info or {}).get('machine') or {}).get('hostname') or machine
 
 
-def tractor_collisions(hostvars, hosts, me, info_var="preflight_info"):
+def _service(host_vars):
+    manager = _get(host_vars, 'tractor_service_manager') or 'auto'
+    return None if manager == 'direct' else (_get(host_vars, 'tractor_service_name') or 'tractor-engine')
+
+
+def tractor_collisions(hostvars, hosts, me, info_var="preflight_info", peers=None):
     """Why engine ``me`` may not run beside the other engines of ``hosts``.
 
     Engines on one machine (same ansible_host) must differ in listener port, config dir, data dir,
     database dir and PostgreSQL port; engines on different machines must not reach the same
     directory through a network volume (same mount source and path below it).
     """
+    peer_infos = {}
+    for result in peers or []:  # engines of the inventory outside this play, read by delegation
+        if isinstance(result, dict) and 'paths' in result and 'config' in result and result.get('item'):
+            peer_infos[result['item']] = result
     mine = _get(hostvars[me], info_var)
     if not mine or 'paths' not in mine:
         raise AnsibleFilterError('tractor_collisions: %s has no %s' % (me, info_var))
     my_machine = _machine(hostvars[me], mine, me)
     problems = []
-    for other in hosts:
+    for other in list(hosts) + [p for p in sorted(peer_infos) if p not in hosts]:
         if other == me:
             continue
-        theirs = _get(hostvars[other], info_var)
+        theirs = _get(hostvars[other], info_var) if other in hosts else None
+        theirs = theirs or peer_infos.get(other)
         if not theirs or 'paths' not in theirs or 'config' not in theirs:  # absent, or a failed read
             continue
         machine = _machine(hostvars[other], theirs, other)
         if machine == my_machine:
-            for key, label in (('listener_port', 'engine port'), ('db_port', 'PostgreSQL port')):
-                if mine['config'][key] == theirs['config'][key]:
+            for key, label in (('listener_port', 'engine port'), ('db_port', 'PostgreSQL port'),
+                               ('cmdlog_port', 'command-log server port')):
+                if mine['config'].get(key) is not None and mine['config'].get(key) == theirs['config'].get(key):
                     problems.append('%s and %s on %s use the same %s %s'
                                     % (me, other, _label(mine, my_machine), label, mine['config'][key]))
+            mine_service, their_service = _service(hostvars[me]), _service(_get(hostvars, other, {}))
+            if mine_service and mine_service == their_service:
+                problems.append('%s and %s on %s are both managed as the service %s (they would rewrite each '
+                                "other's settings); give each engine its own tractor_service_name"
+                                % (me, other, _label(mine, my_machine), mine_service))
             for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
                                ('db_data_dir', 'DBDataDir')):
                 if mine['paths'][key]['realpath'] == theirs['paths'][key]['realpath']:
@@ -122,6 +139,13 @@ def tractor_missing_records(hosts, records):
     recorded = set(r.get('engine') for r in records or [])
     return [dict(engine=host, result='missing', error='not processed: the run stopped before this engine, or it was unreachable')
             for host in hosts or [] if host not in recorded]
+
+
+def tractor_config_literal(settings):
+    """A dict as the Python literal that tractor.config and db.config must be (True/False/None,
+    not JSON's true/false/null), since tractor-dbctl reads them with ast.literal_eval."""
+    plain = json.loads(json.dumps(settings))  # Ansible's string/mapping types -> plain Python
+    return pprint.pformat(plain, indent=4, width=100, sort_dicts=False) + '\n'
 
 
 def _case_name(engine):
@@ -201,6 +225,7 @@ class FilterModule(object):
             'tractor_prune_plan': tractor_prune_plan,
             'tractor_backup_list': tractor_backup_list,
             'tractor_missing_records': tractor_missing_records,
+            'tractor_config_literal': tractor_config_literal,
             'tractor_report_junit': tractor_report_junit,
             'tractor_report_markdown': tractor_report_markdown,
         }

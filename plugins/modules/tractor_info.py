@@ -88,6 +88,7 @@ config:
     db_name: tractor
     listener_host: ""
     listener_port: 80
+    cmdlog_port: 9180
     engine_owner: tractor
     cmd_logs_dir: /var/spool/tractor/cmd-logs
     db_shutdown: true
@@ -136,6 +137,7 @@ address:
 
 import os
 import pwd
+import re
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
@@ -210,6 +212,15 @@ def directory_size(path):
     return total
 
 
+def cmdlog_port(config):
+    """Port of the command-log server the engine starts (SiteCmdLogServerStartup), if any."""
+    startup = str(config.tractor.get('SiteCmdLogServerStartup') or '')
+    if not startup.strip():
+        return None
+    match = re.search(r'--port[= ](\d+)', startup)
+    return int(match.group(1)) if match else 9180
+
+
 def machine_identity():
     for path in ('/etc/machine-id', '/var/lib/dbus/machine-id'):
         try:
@@ -276,7 +287,7 @@ def main():
         config=dict(
             data_dir=config.data_dir, db_data_dir=db_dir, db_host=conn['host'], db_port=int(conn['port']),
             db_name=conn['dbname'], listener_host=listen_host, listener_port=listen_port,
-            engine_owner=owner_name, cmd_logs_dir=config.cmd_logs_dir,
+            engine_owner=owner_name, cmd_logs_dir=config.cmd_logs_dir, cmdlog_port=cmdlog_port(config),
             db_shutdown=config.db_flag('DBShutdown'), db_auto_upgrade=config.db_flag('DBAutoUpgrade'),
             files=config.files,
         ),

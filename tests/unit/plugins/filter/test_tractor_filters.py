@@ -19,7 +19,14 @@ def info(machine, port=80, db_port=9876, data="/var/spool/tractor", config="/opt
 
 def test_engines_on_one_machine_must_differ_in_everything():
     hv = {"prod": {"preflight_info": info("m1")},
-          "staging": {"preflight_info": info("m1", port=8080, db_port=9877, data="/srv/staging", config="/srv/cfg")}}
+          "staging": {"preflight_info": info("m1", port=8080, db_port=9877, data="/srv/staging", config="/srv/cfg"),
+                      "tractor_service_name": "tractor-engine-staging"}}
+    assert f.tractor_collisions(hv, ["prod", "staging"], "prod") == []
+    del hv["staging"]["tractor_service_name"]  # both would be the systemd/sysv service tractor-engine
+    assert f.tractor_collisions(hv, ["prod", "staging"], "prod") == [
+        "prod and staging on m1 are both managed as the service tractor-engine (they would rewrite each other's "
+        "settings); give each engine its own tractor_service_name"]
+    hv["prod"]["tractor_service_manager"] = hv["staging"]["tractor_service_manager"] = "direct"
     assert f.tractor_collisions(hv, ["prod", "staging"], "prod") == []
     hv["staging"]["preflight_info"] = info("m1", port=80, db_port=9877, data="/var/spool/tractor", config="/srv/cfg")
     problems = f.tractor_collisions(hv, ["prod", "staging"], "prod")
@@ -30,10 +37,19 @@ def test_engines_on_one_machine_must_differ_in_everything():
 
 
 def test_machine_identity_beats_inventory_names_and_failed_reads_are_skipped():
-    hv = {"a": {"preflight_info": info("same-box"), "ansible_host": "10.0.0.1"},
-          "b": {"preflight_info": info("same-box"), "ansible_host": "farm1.example"},
+    hv = {"a": {"preflight_info": info("same-box"), "ansible_host": "10.0.0.1", "tractor_service_manager": "direct"},
+          "b": {"preflight_info": info("same-box"), "ansible_host": "farm1.example", "tractor_service_name": "x"},
           "c": {"preflight_info": {"failed": True, "msg": "boom"}}}
     assert len(f.tractor_collisions(hv, ["a", "b", "c"], "a")) == 5  # 2 ports + 3 directories
+
+
+def test_engines_outside_the_play_are_compared_too():
+    hv = {"prod": {"preflight_info": info("m1"), "tractor_service_manager": "direct"},
+          "staging": {"tractor_service_manager": "direct"}}
+    peers = [dict(info("m1", port=80, db_port=1, data="/srv/s", config="/srv/c"), item="staging"),
+             {"item": "broken", "failed": True}]
+    assert f.tractor_collisions(hv, ["prod"], "prod", "preflight_info", peers) == [
+        "prod and staging on m1 use the same engine port 80"]
 
 
 def test_network_volume_shared_by_two_machines_is_refused():
@@ -76,3 +92,10 @@ def test_reports_are_valid_junit_and_markdown():
     assert "**b<&> failed:** schema <upgrade> failed" in markdown
     missing = f.tractor_missing_records(["a", "c"], report["engines"])
     assert [m["engine"] for m in missing] == ["c"] and missing[0]["result"] == "missing"
+
+
+def test_config_literal_is_what_tractor_dbctl_can_read():
+    import ast
+    text = f.tractor_config_literal({"DBShutdown": False, "DBConnection": {"port": 9877}, "X": None})
+    assert ast.literal_eval(text) == {"DBShutdown": False, "DBConnection": {"port": 9877}, "X": None}
+    assert "False" in text and "false" not in text
