@@ -39,6 +39,7 @@ class Site:
         self.db_dir = os.path.join(self.data_dir, "psql")
         self.db_port = free_port()
         self.engine_port = free_port()
+        self.cmdlog_port = free_port()
         self.processes: list[subprocess.Popen] = []
         for path in (self.config_dir, self.data_dir):
             os.makedirs(path)
@@ -51,6 +52,10 @@ class Site:
             f'    "EngineOwner": "{self.owner.pw_name}",\n'
             f'    "TractorDataDirectory": "{self.data_dir}",\n'
             f'    "ListenerPort": {self.engine_port},\n'
+            # Each engine on a host needs its own command-log server port (§8, multiple engines).
+            '    "SiteCmdLogServerStartup": "\'${TractorInstallDirectory}/bin/tractor-cmdlogger\' '
+            "--filetemplate='${TractorDataDirectory}/cmd-logs/%u/J%j/T%t.log' "
+            f'--port={self.cmdlog_port}",\n'
             f"{tractor_extra}"
             "}\n"))
         self.write("db.config", (
