@@ -50,6 +50,8 @@ COLLECTIONS_STAMP = $(COLLECTIONS_CACHE)/.from-ansible-$(ANSIBLE_PACKAGE_VERSION
 TEST_SUITES = $(wildcard tests/unit tests/emulator tests/integration tests/collection)
 CHECK_SUITES = $(or $(wildcard tests/unit tests/emulator),tests/emulator)
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suites are mostly real processes waiting on each other, two use both cores.
+PYTEST_WORKERS ?= 2
 
 # $(call python_ok,CMD,VERSION): CMD if it runs, is Python VERSION (when VERSION is given) and
 # can make a venv (Debian's python3 needs python3-venv for that); empty otherwise.
@@ -147,7 +149,7 @@ engine-owner:
 # --- tests and demo ----------------------------------------------------------------------------
 # pytest exits 5 when it collected no test; a suite that is still empty must not fail the run.
 define run_pytest
-	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) $(1) || rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS) $(1) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests in: $(1)"; rc=0; fi; \
 	exit $$rc
 endef

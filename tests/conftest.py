@@ -24,8 +24,18 @@ def owner() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(OWNER_NAME)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", OWNER_NAME], check=True)
+        # Under pytest-xdist two workers may race here; whichever loses finds the account made.
+        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", OWNER_NAME], check=False)
         return pwd.getpwnam(OWNER_NAME)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbctl_lock_per_worker(worker_id):
+    """tractor-dbctl serialises itself with a lock file in /tmp (§1.3); parallel test workers are
+    separate 'machines' and get one each (inherited by every tool the tests start)."""
+    if worker_id != "master":
+        os.environ["TRACTOR_DBCTL_LOCKFILE"] = f"/tmp/tractor-dbctl-{worker_id}.lock"
+    yield
 
 
 @pytest.fixture(scope="session")
