@@ -9,112 +9,27 @@ with the emulator's tractor-dbctl, the engine's URL API and the files on disk.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import time
 
 import pytest
 
+from tractor_farm import Farm, engine_status, params, tree_digest, wait_done
 from tractor_sites import EngineProc
 
 
-class Farm:
-    """An inventory of emulated engines and helpers to inspect them."""
-
-    def __init__(self, world, prefix, installs, ansible, tmp_path_factory):
-        self.world = world
-        self.prefix = prefix
-        self.installs = installs
-        self.ansible = ansible
-        self.base = tmp_path_factory.mktemp("farm")
-        os.chmod(self.base, 0o755)
-        self.backups = os.path.join(world, f"backups-{os.path.basename(self.base)}")
-        self.reports = os.path.join(self.base, "reports")
-        self.engines: dict[str, dict] = {}
-        for version in ("2.2", "2.4"):  # what the tests move between
-            installs(version)
-
-    def add(self, name, site, version, **hostvars):
-        self.installs(version)
-        self.engines[name] = {"site": site, "vars": {"tractor_version": version,
-                                                      "tractor_config_dir": site.config_dir, **hostvars}}
-
-    def inventory(self, **extra_hostvars) -> str:
-        hosts = {}
-        for name, engine in self.engines.items():
-            hosts[name] = dict(engine["vars"], **extra_hostvars.get(name, {}))
-        data = {
-            "all": {"vars": {"report_dir": self.reports}},
-            "tractor_engines": {"hosts": hosts, "vars": {
-                "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
-                "tractor_become": False, "tractor_install_prefix": self.prefix,
-                "tractor_service_manager": "direct", "backup_dir": self.backups,
-            }},
-        }
-        path = os.path.join(self.base, "inventory.json")
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        return path
-
-    def play(self, playbook, check=False, expect_ok=True, **extra_vars):
-        proc = self.ansible.playbook(f"playbooks/{playbook}.yml", inventory=self.inventory(),
-                                     extra_vars=extra_vars or None, check=check)
-        if expect_ok:
-            assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-        return proc
-
-    def start(self, name, version):
-        site = self.engines[name]["site"]
-        result = self.ansible.module("tractor_engine", {
-            "state": "started", "install_dir": self.installs(version), "config_dir": site.config_dir,
-            "service_manager": "direct"})
-        assert not result.get("failed"), result
-        return EngineProc(site, None)
-
-    def report(self, playbook) -> dict:
-        found = sorted(glob.glob(os.path.join(self.reports, f"{playbook}-*", "report.json")), key=os.path.getmtime)
-        assert found, f"no {playbook} report in {self.reports}"
-        with open(found[-1], encoding="utf-8") as handle:
-            return json.load(handle)
+@pytest.fixture
+def free_ports():
+    from tractor_sites import free_port
+    return lambda count: [free_port() for _ in range(count)]
 
 
 @pytest.fixture
 def farm(world, prefix, installs, ansible, tmp_path_factory):
-    return Farm(world, prefix, installs, ansible, tmp_path_factory)
-
-
-def params(site, version):
-    out = site.dbctl(version, "--show-params").stdout
-    return dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
-
-
-def engine_status(site):
-    try:
-        return EngineProc(site, None).call("ctrl?q=status", timeout=5)[2]
-    except OSError:
-        return None
-
-
-def wait_done(engine, jid, timeout=90):
-    return engine.wait_tasks(jid, lambda ts: ts and all(t["state"] == "done" for t in ts), timeout=timeout)
-
-
-def tree_digest(*roots) -> dict:
-    """Names, sizes and contents of the files under roots (the job database files excluded: a
-    running PostgreSQL writes them on its own)."""
-    digest = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d != "psql"]
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                if name.endswith((".log", ".pid")):
-                    digest[path] = "present"
-                    continue
-                with open(path, "rb") as handle:
-                    digest[path] = hashlib.sha256(handle.read()).hexdigest()
-    return digest
+    farm = Farm(world, prefix, installs, ansible, tmp_path_factory)
+    yield farm
+    farm.cleanup()
 
 
 # -- backup and retention ------------------------------------------------------------------------
@@ -295,3 +210,37 @@ def test_check_mode_of_every_playbook_changes_nothing(farm, site):
     after = state()
     assert after == before
     assert {e["result"] for e in farm.report("upgrade")["engines"]} == {"planned"}
+
+
+# -- staging beside production ---------------------------------------------------------------------
+def test_staging_engine_beside_production_and_a_colliding_one_refused(farm, site, make_site, owner, free_ports):
+    staging_site = make_site()
+    config_dir = os.path.join(staging_site.base, "staging-config")  # written by the playbook
+    port, db_port, cmdlog_port = free_ports(3)
+    farm.add("prod", site, "2.2")
+    farm.add("staging", staging_site, "2.4", staging=True, tractor_config_dir=config_dir,
+             staging_listener_port=port, staging_db_port=db_port, staging_cmdlog_port=cmdlog_port,
+             staging_data_dir=os.path.join(staging_site.base, "staging-data"), staging_engine_owner=owner.pw_name)
+    farm.start("prod", "2.2")
+    prod_pid = engine_status(site)["pid"]
+
+    farm.play("staging", check=True)  # check mode: nothing is written, nothing starts
+    assert not os.path.exists(config_dir)
+
+    farm.play("staging")
+    staged = EngineProc(staging_site, None)
+    staged.url = f"http://127.0.0.1:{port}/Tractor/"
+    assert staged.call("ctrl?q=status")[2]["version"] == "2.4"
+    assert engine_status(site)["pid"] == prod_pid  # production untouched
+    farm.play("staging")  # idempotent
+    assert staged.call("ctrl?q=status")[2]["version"] == "2.4"
+
+    # A third engine configured on production's port is refused before it is started.
+    third = make_site()
+    farm.add("third", third, "2.4", staging=True, tractor_config_dir=os.path.join(third.base, "cfg"),
+             staging_listener_port=site.engine_port, staging_db_port=free_ports(1)[0],
+             staging_cmdlog_port=free_ports(1)[0], staging_data_dir=os.path.join(third.base, "data"),
+             staging_engine_owner=owner.pw_name)
+    proc = farm.play("staging", expect_ok=False)
+    assert proc.returncode != 0 and f"use the same engine port {site.engine_port}" in proc.stdout
+    assert engine_status(site)["pid"] == prod_pid
