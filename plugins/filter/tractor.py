@@ -12,7 +12,6 @@ import json
 import pprint
 from xml.sax.saxutils import escape, quoteattr
 
-from ansible.errors import AnsibleFilterError
 
 
 def _get(mapping, key, default=None):
@@ -50,6 +49,9 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info", peers=Non
             peer_infos[result['item']] = result
     mine = _get(hostvars[me], info_var)
     if not mine or 'paths' not in mine:
+        # Imported here: importing ansible's controller code switches module_utils into controller
+        # mode, which the modules' unit tests (same process) must not inherit from this file.
+        from ansible.errors import AnsibleFilterError
         raise AnsibleFilterError('tractor_collisions: %s has no %s' % (me, info_var))
     my_machine = _machine(hostvars[me], mine, me)
     problems = []

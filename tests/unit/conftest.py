@@ -16,3 +16,18 @@ if not (COLLECTIONS / "ansible_collections" / "renderfarm" / "tractor").exists()
     raise RuntimeError(f"{COLLECTIONS}/ansible_collections/renderfarm/tractor is missing: run `make venv`")
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _reset_module_warnings():
+    """Module warnings and deprecations are process-global (and de-duplicated) in ansible-core;
+    start every test clean so that no test depends on which tests ran before it."""
+    from ansible.module_utils.common import warnings as module_warnings
+    for name in ("_global_warnings", "_global_deprecations"):
+        store = getattr(module_warnings, name, None)
+        if store is not None:
+            store.clear()
+    yield
