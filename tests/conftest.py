@@ -10,12 +10,19 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
 
-from tractor_emulator import install as installer
-from tractor_sites import OWNER_NAME, Site
+# The shared helpers (tractor_sites, tractor_ansible, ...) live beside this file. pytest puts this
+# directory on sys.path itself; `ansible-test units` (make lint) imports conftest files through
+# ansible's collection loader instead, which does not.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from tractor_emulator import install as installer  # noqa: E402  pylint: disable=wrong-import-position
+from tractor_sites import OWNER_NAME, Site  # noqa: E402  pylint: disable=wrong-import-position
 
 @pytest.fixture(scope="session")
 def owner() -> pwd.struct_passwd:

@@ -13,7 +13,6 @@ import pprint
 from xml.sax.saxutils import escape, quoteattr
 
 
-
 def _get(mapping, key, default=None):
     try:
         return mapping[key]
@@ -159,8 +158,8 @@ def tractor_report_junit(report):
     engines = report.get('engines', [])
     failures = [e for e in engines if e.get('result') not in ('ok', 'unchanged', 'planned')]
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             '<testsuites name=%s tests="%d" failures="%d">' % (quoteattr('renderfarm.tractor ' + report.get('playbook', '')),
-                                                                  len(engines), len(failures)),
+             '<testsuites name=%s tests="%d" failures="%d">' % (
+                 quoteattr('renderfarm.tractor ' + report.get('playbook', '')), len(engines), len(failures)),
              '  <testsuite name=%s tests="%d" failures="%d" timestamp=%s>' % (
                  quoteattr(report.get('playbook', 'tractor')), len(engines), len(failures),
                  quoteattr(str(report.get('finished', ''))))]

@@ -17,7 +17,7 @@ description:
     their own lock; a later run, or a run that died, gets different ones, so its lock can be told
     apart and, when its process is gone, recognised as stale.
 author:
-  - renderfarm.tractor contributors
+  - renderfarm.tractor contributors (@renderfarm)
 '''
 
 EXAMPLES = r'''

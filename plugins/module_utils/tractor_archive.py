@@ -52,6 +52,7 @@ MANIFEST_FORMAT = 'renderfarm.tractor/job-db-backup'
 MANIFEST_FORMAT_VERSION = 1
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+TAR_COPY_BUFSIZE = 1024 * 1024
 PG_BINDIR_ENV = 'TRACTOR_EMULATOR_PG_BINDIR'
 DEBIAN_PG_GLOB = '/usr/lib/postgresql/*/bin'
 SHA256_LINE_RE = re.compile(r'^([0-9a-fA-F]{64}) [ *](.+)$')
@@ -299,7 +300,10 @@ class ParallelGzipWriter(object):
         self.level = level
         self.workers = max(1, int(workers))
         self.block_size = block_size
-        self.buffer = bytearray()
+        # Input waiting for a full block: a list of chunks, joined once per block (growing one
+        # bytearray and cutting blocks off its front copied every byte many times over).
+        self.chunks = []
+        self.buffered = 0
         self.pending = collections.deque()
         self.members = 0
         self.bytes_in = 0
@@ -325,13 +329,24 @@ class ParallelGzipWriter(object):
     def write(self, data):
         if self.closed:
             raise ValueError('write to a closed ParallelGzipWriter')
-        self.buffer.extend(data)
-        self.bytes_in += len(data)
-        while len(self.buffer) >= self.block_size:
-            block = bytes(self.buffer[:self.block_size])
-            del self.buffer[:self.block_size]
-            self._submit(block)
-        return len(data)
+        size = len(data)
+        if not size:
+            return 0
+        self.chunks.append(data if isinstance(data, bytes) else bytes(data))
+        self.buffered += size
+        self.bytes_in += size
+        if self.buffered >= self.block_size:
+            joined = b''.join(self.chunks)
+            view = memoryview(joined)
+            start = 0
+            while len(joined) - start >= self.block_size:
+                # zlib reads the slice in place: the block is not copied again
+                self._submit(view[start:start + self.block_size])
+                start += self.block_size
+            rest = joined[start:]
+            self.chunks = [rest] if rest else []
+            self.buffered = len(rest)
+        return size
 
     def flush(self):
         pass
@@ -340,9 +355,10 @@ class ParallelGzipWriter(object):
         if self.closed:
             return
         try:
-            if self.buffer or self.members + len(self.pending) == 0:
-                self._submit(bytes(self.buffer))
-                self.buffer = bytearray()
+            if self.buffered or self.members + len(self.pending) == 0:
+                self._submit(b''.join(self.chunks))
+                self.chunks = []
+                self.buffered = 0
             while self.pending:
                 self._drain_one()
         finally:
@@ -367,12 +383,32 @@ def write_tar_stream(src_dir, out, arcname=None):
     """
     arcname = arcname or os.path.basename(os.path.normpath(src_dir))
     counts = dict(members=0, file_bytes=0, skipped=[])
-    tar = tarfile.open(fileobj=out, mode='w|', format=tarfile.PAX_FORMAT)
+    # Not tarfile's stream mode ('w|'): it re-buffers everything in 10 KiB records. Plain 'w'
+    # writes headers and file data straight through (it only needs tell()), and copybufsize
+    # hands the compressor file data in large pieces; the bytes written are the same.
+    tar = tarfile.open(fileobj=_PositionWriter(out), mode='w', format=tarfile.PAX_FORMAT,
+                       copybufsize=TAR_COPY_BUFSIZE)
     try:
         _add_tree(tar, src_dir, arcname, counts)
     finally:
         tar.close()
     return counts
+
+
+class _PositionWriter(object):
+    """write() to out, and tell() how much was written (all tarfile's 'w' mode asks of a file)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.position = 0
+
+    def write(self, data):
+        self.out.write(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self):
+        return self.position
 
 
 def _add_tree(tar, path, arcname, counts):

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import os
 import pwd
+import re
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
     SiteConfig, TractorConfigError, install_dir_for,
@@ -30,6 +31,52 @@ def common_argument_spec():
 
 COMMON_REQUIRED_ONE_OF = [('version', 'install_dir')]
 
+# A Tractor version names an install directory (<prefix>/Tractor-<version>): digits and dots, with
+# perhaps a suffix, never a path separator, whitespace or "..".
+VERSION_RE = re.compile(r'^[0-9]+(\.[0-9]+)*([._+-][A-Za-z0-9]+)*\Z')
+OWNER_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z')
+ENGINE_HOST_RE = re.compile(r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)\Z')
+
+
+def argument_problem(module):
+    """Why the arguments cannot be acted on (a message), or None; checked before anything is read.
+
+    Relative paths would resolve against whatever directory the module happens to run in; a
+    version becomes part of a path; the engine address must be host:port; counters and timeouts
+    must be positive.
+    """
+    params = module.params
+    for name, spec in sorted(module.argument_spec.items()):
+        value = params.get(name)
+        if value is None:
+            continue
+        if spec.get('type') == 'path' or (spec.get('type') == 'list' and spec.get('elements') == 'path'):
+            for item in (value if isinstance(value, list) else [value]):
+                if '\x00' in item:
+                    return '%s must not contain NUL bytes: %r' % (name, item)
+                if not os.path.isabs(item):
+                    return '%s must be an absolute path, not %s' % (name, item)
+    version = params.get('version')
+    if version is not None and (not VERSION_RE.match(version) or '..' in version):
+        return 'version must be a Tractor version such as 2.4 (digits and dots), not %r' % (version,)
+    engine = params.get('engine')
+    if engine is not None:
+        host, sep, port = engine.rpartition(':')
+        if not sep or not ENGINE_HOST_RE.match(host) or not re.match(r'[0-9]{1,5}\Z', port) or not 0 < int(port) < 65536:
+            return 'engine %r is not host:port (a host name or address and a port from 1 to 65535)' % (engine,)
+    owner = params.get('engine_owner')
+    if owner is not None and not OWNER_RE.match(owner):
+        return 'engine_owner must be an account name (at most 32 letters, digits, _ . -), not %r' % (owner,)
+    if 'timeout' in module.argument_spec and params.get('timeout') is not None and params['timeout'] < 1:
+        return 'timeout must be at least 1 (seconds), not %d' % params['timeout']
+    return None
+
+
+def check_arguments(module):
+    problem = argument_problem(module)
+    if problem:
+        module.fail_json(msg=problem)
+
 
 class TractorModule(object):
     """Wraps AnsibleModule: resolves the install and site config, runs commands, records changes.
@@ -39,6 +86,7 @@ class TractorModule(object):
     """
 
     def __init__(self, module):
+        check_arguments(module)
         self.module = module
         self.params = module.params
         self.commands = []

@@ -93,7 +93,7 @@ class EngineClient(object):
     def login(self):
         if self.tsid is None:
             params = {'q': 'login', 'user': self.user}
-            reply, _ = self.request('monitor', params)
+            reply, _info = self.request('monitor', params)
             self.tsid = reply['tsid']
         return self.tsid
 
@@ -106,7 +106,7 @@ class EngineClient(object):
             self.tsid = None
 
     def _query(self, verb_query, session=False, data=None, content_type=None):
-        verb, _, query = verb_query.partition('?')
+        verb, _sep, query = verb_query.partition('?')
         params = dict(pair.split('=', 1) for pair in query.split('&') if pair)
         return self.request(verb, params, data=data, content_type=content_type, session=session)
 

@@ -25,7 +25,7 @@ description:
     Run the task as that account (C(become_user)) or as root, and the module switches with
     C(runuser).
 author:
-  - renderfarm.tractor contributors
+  - renderfarm.tractor contributors (@renderfarm)
 extends_documentation_fragment:
   - renderfarm.tractor.tractor
   - renderfarm.tractor.tractor.attributes
@@ -171,7 +171,7 @@ options:
     default: 6
   workers:
     description:
-      - Compression threads of O(method=native). Defaults to the number of CPUs, at most 8.
+      - Compression threads of O(method=native). Defaults to the number of CPUs, at most 8. At most 256.
     type: int
   free_space_factor:
     description:
@@ -183,7 +183,7 @@ options:
 notes:
   - The backup archive is a copy of the PostgreSQL data directory. It restores only into a
     PostgreSQL of the same major version (C(PG_VERSION)), and should be restored for the engine
-    version that wrote it (RV(backup.manifest.engine_version)); start that version with
+    version that wrote it (C(engine_version) in RV(backup.manifest)); start that version with
     O(auto_upgrade=false) or its own C(tractor-dbctl) (Upgrading runbook, "Downgrading").
   - The restore marker is C(<parent of DBDataDir>/.renderfarm-tractor-restore.<basename>.json); it
     never lives inside the PostgreSQL data directory. O(state=absent) removes it.
@@ -400,6 +400,7 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
 
 STATES = ['status', 'started', 'stopped', 'backup', 'verify', 'restore', 'absent']
+MAX_WORKERS = 256
 DEFAULT_VERIFY = dict(backup='restore', verify='restore', restore='archive', absent='archive')
 ENGINE_BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
 MARKER_TEMPLATE = '.renderfarm-tractor-restore.%s.json'
@@ -439,8 +440,8 @@ def parse_engine_banner(text):
 
 
 # Errors that say "nothing listens at this address" (or the address family is not usable here).
-NOT_LISTENING_ERRNOS = set(getattr(errno, name) for name in ('ECONNREFUSED', 'EADDRNOTAVAIL', 'ENETUNREACH',
-                                                              'EAFNOSUPPORT', 'EHOSTUNREACH')
+NOT_LISTENING_ERRNOS = set(getattr(errno, name)
+                           for name in ('ECONNREFUSED', 'EADDRNOTAVAIL', 'ENETUNREACH', 'EAFNOSUPPORT', 'EHOSTUNREACH')
                            if hasattr(errno, name))
 
 
@@ -450,7 +451,7 @@ def tcp_listening(host, port, timeout):
     Raises OSError for anything else (a timeout, an unknown host): that is no proof the engine is down.
     """
     refused = None
-    for family, socktype, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    for family, socktype, proto, _canonname, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
         sock = socket.socket(family, socktype, proto)
         try:
             sock.settimeout(timeout)
@@ -558,7 +559,7 @@ class TractorDb(object):
     def probe_engine(self):
         """Is anything listening on the engine's port, and does it answer as a Tractor engine?"""
         address = self.engine_address()
-        host, _, port = address.rpartition(':')
+        host, _sep, port = address.rpartition(':')
         host = host.strip('[]') or 'localhost'
         timeout = max(1, min(5, self.params['timeout']))
         found = dict(address=address, listening=False, answers=False, version=None, detail=None)
@@ -793,8 +794,8 @@ class TractorDb(object):
         if not os.path.isdir(self.db_dir):
             before = self.read_status()
             self.mkdir_data_dir()
-            status = self.read_status() if not self.module.check_mode else dict(before, data_dir_exists=True,
-                                                                                 data_dir_empty=True)
+            status = (self.read_status() if not self.module.check_mode
+                      else dict(before, data_dir_exists=True, data_dir_empty=True))
         else:
             status = before = self.read_status()
         if status['running'] and not status['reachable']:
@@ -995,16 +996,34 @@ class TractorDb(object):
                             install_dir=self.tm.install_dir, engine_owner=self.owner_name()),
                 engine=self.engine_version(), params_source=params_source, verification=verification,
                 tools=tools)
-            self.tm.record('write %s' % sha_path)
-            archive_utils.write_text_atomic(sha_path, archive_utils.format_sha256_line(info['sha256'], path),
-                                            uid=self.uid, gid=self.gid)
-            self.tm.record('write %s' % manifest_path)
-            archive_utils.write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + '\n',
-                                            uid=self.uid, gid=self.gid)
-            self.tm.record('rename %s to %s' % (temp_path, path))
-            os.rename(temp_path, path)
-            temp.committed = True
-            archive_utils.fsync_dir(dest)
+            # The sidecars are written in full under temporary names first and renamed only then, with
+            # the archive last: a failure (a full disk) leaves no sidecar without its archive, and with
+            # force the previous backup and its sidecars stay as they were.
+            sidecars = []
+            try:
+                for sidecar, text in ((sha_path, archive_utils.format_sha256_line(info['sha256'], path)),
+                                      (manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + '\n')):
+                    self.tm.record('write %s' % sidecar)
+                    out = archive_utils.AtomicFile(sidecar, uid=self.uid, gid=self.gid, mode=0o600)
+                    sidecars.append(out)
+                    out.__enter__()
+                    out.write(text.encode('utf-8'))
+                    out.finish()
+                for out in sidecars:
+                    os.rename(out.path, out.final_path)
+                    out.committed = True
+                self.tm.record('rename %s to %s' % (temp_path, path))
+                os.rename(temp_path, path)
+                temp.committed = True
+                archive_utils.fsync_dir(dest)
+            except (IOError, OSError) as exc:
+                for out in sidecars:
+                    out.discard()
+                    if out.committed and not temp.committed:
+                        os.unlink(out.final_path)
+                self.fail('writing the checksum and manifest of %s failed: %s%s' % (
+                    path, exc, ' (the disk is full: free space or choose another path)'
+                    if archive_utils.is_no_space(exc) else ''))
         finally:
             temp.discard()
             self.fail_suffix = ''
@@ -1088,8 +1107,8 @@ class TractorDb(object):
                 manifest['engine_version'] != install_version:
             self.module.warn('%s was made with Tractor %s; this is the %s install. Start the %s engine on it, or '
                              'start the database with auto_upgrade: false -- a newer tractor-dbctl upgrades the '
-                             'schema one way' % (path, manifest['engine_version'], install_version,
-                                                  manifest['engine_version']))
+                             'schema one way'
+                             % (path, manifest['engine_version'], install_version, manifest['engine_version']))
         if not status['data_dir_exists']:
             self.mkdir_data_dir()
         elif not status['data_dir_empty']:
@@ -1148,6 +1167,16 @@ class TractorDb(object):
         self.set_diff(before, self.data_dir_view(after, None))
 
     def run(self):
+        # Out-of-range values are refused in every state, before anything is read.
+        if self.params['workers'] is not None and self.params['workers'] < 1:
+            self.fail('workers must be at least 1, not %d' % self.params['workers'])
+        if self.params['workers'] is not None and self.params['workers'] > MAX_WORKERS:
+            self.fail('workers must be at most %d, not %d' % (MAX_WORKERS, self.params['workers']))
+        if not 1 <= self.params['compression_level'] <= 9:
+            self.fail('compression_level must be 1 (fastest) to 9 (smallest), not %d' % self.params['compression_level'])
+        if not self.params['free_space_factor'] >= 0:
+            self.fail('free_space_factor must be >= 0 (0 turns the free space check off), not %s'
+                      % self.params['free_space_factor'])
         if self.state in ('backup', 'restore', 'verify') and not self.params['path']:
             self.fail('state=%s needs path: the backup archive' % self.state)
         for option in ('path', 'scratch_dir', 'pg_bindir'):

@@ -470,7 +470,11 @@ SYSV_STATUS_STOPPED = 3
 SYSTEMD_RUNNING_STATES = ('active', 'activating', 'deactivating', 'reloading', 'refreshing')
 KILL_WAIT = 10           # seconds a SIGKILLed engine gets to disappear
 ZOMBIE_GRACE = 3         # seconds an exited engine's parent gets to reap it
-POLL = 0.5
+# Seconds between two looks while waiting for the engine to answer or to exit. Each look is one
+# local HTTP request or a kill -0; a service manager's state is a systemctl/init script run, so
+# those waits look less often.
+POLL = 0.1
+SERVICE_POLL = 0.25
 PROBE_TIMEOUT = 5        # seconds for one URL API request
 LOG_TAIL_LINES = 25      # lines returned in log_tail
 MSG_LOG_LINES = 10       # of which in the failure message
@@ -479,7 +483,10 @@ ASSIGNMENT_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
 UNIT_ENV_RE = re.compile(r'^\s*Environment\s*=\s*(.*)$')
 BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
 CMDLINE_VERSION_RE = re.compile(r'Tractor-(\d+\.\d+(?:\.\d+)?)(?:/|$)')
-SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*$')
+SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*\Z')
+# Characters a settings file cannot hold safely: the SysV scripts source it with a shell (which
+# expands $ and ` even in double quotes) and a line break would start a new assignment.
+UNSAFE_SETTING_RE = re.compile(r'[\x00\r\n$`"\\]')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,6 +943,11 @@ class EngineManager(object):
         text = self.read_text(self.settings_path)
         current = parse_settings(text)
         wanted = {INSTALL_VAR: self.tm.install_dir, CONFIG_VAR: self.tm.config_dir}
+        for name, value in sorted(wanted.items()):
+            if UNSAFE_SETTING_RE.search(value):
+                self.tm.fail('%s=%r cannot be written to %s: a shell sources that file and would expand or split '
+                             'it; use an install and config directory without $ ` " \\ or line breaks'
+                             % (name, value, self.settings_path))
         before = dict((k, current.get(k)) for k in wanted)
         if before == wanted:
             return False
@@ -1015,7 +1027,7 @@ class EngineManager(object):
                         self.fail_with_log('tractor-engine %s (pid %d) exited during start-up' % (version, seen_pid))
             if time.monotonic() >= deadline:
                 break
-            time.sleep(POLL)
+            time.sleep(POLL if self.manager == 'direct' else SERVICE_POLL)
         if last['healthy'] or (last['answered'] and last['version']):
             if last['version'] != version or (build and last['build'] and last['build'] != build):
                 reason = 'the engine at %s answers as Tractor %s (build %s), not %s (build %s)' % (
@@ -1132,9 +1144,11 @@ class EngineManager(object):
                 gone = not running
             else:
                 gone = not pid_alive(pid)
-                if gone and pid:
-                    # a zombie still has /proc/<pid> (and answers kill -0, as init scripts test):
-                    # give its parent a moment to reap it
+                if gone and pid and self.manager == 'sysv':
+                    # a zombie still has /proc/<pid> and answers kill -0, which is how init scripts
+                    # tell whether the engine runs: give its parent a moment to reap it. Nothing
+                    # else needs that wait (an orphan's reaper may take seconds, e.g. in a
+                    # container), and it would lie inside the downtime of a restart.
                     reap_deadline = time.monotonic() + ZOMBIE_GRACE
                     while os.path.exists('/proc/%d' % pid) and time.monotonic() < reap_deadline:
                         time.sleep(0.1)
@@ -1142,7 +1156,7 @@ class EngineManager(object):
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(POLL)
+            time.sleep(SERVICE_POLL if systemd else POLL)
 
     def cleanup_pidfile(self, pid):
         if self.manager != 'direct' or not pid or read_pidfile(self.pidfile) != pid:
@@ -1258,15 +1272,23 @@ class EngineManager(object):
             self.tm.record('tq --force --yes retry active (after the start)')
             return
         client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
-        tasks = self.engine_call('monitor?q=tasks', client.tasks)
-        active = [t for t in tasks if t.get('state') == 'active']
+        # The queue counts of ctrl?q=status tell whether anything is active without listing every
+        # task of the queue (monitor?q=tasks grows with the job database); an engine whose status
+        # has no such counts is asked for the list.
+        status = self.engine_call('ctrl?q=status', client.status)
+        queue = status.get('queue') if isinstance(status.get('queue'), dict) else {}
+        counts = queue.get('tasks') if isinstance(queue.get('tasks'), dict) else {}
+        active = counts.get('active')
+        if not isinstance(active, int) or isinstance(active, bool):
+            tasks = self.engine_call('monitor?q=tasks', client.tasks)
+            active = len([t for t in tasks if t.get('state') == 'active'])
         if not active:
             return
         argv = [self.tm.tool('tq'), '--engine', self.address, '--user', self.p['engine_user'],
                 '--force', '--yes', 'retry', 'active']
         if not os.access(argv[0], os.X_OK):
             self.tm.fail('%s is missing or not executable: retry_active needs the install\'s tq' % argv[0])
-        self.retried = len(active)
+        self.retried = active
         if not self.tm.record(' '.join(argv)):
             return
         env = {'TRACTOR_PASSWORD': self.p['engine_password']} if self.p['engine_password'] else {}
@@ -1442,6 +1464,11 @@ def main():
                              'to the running engine')
     if module.params['stop_timeout'] < 0 or module.params['timeout'] < 1:
         module.fail_json(msg='stop_timeout must be >= 0 and timeout >= 1 (seconds)')
+    # It names a unit and /etc/init.d/<service_name>, which the module runs: no paths, no spaces.
+    if not re.match(r'^[A-Za-z0-9@_.:-]+\Z', module.params['service_name']) or \
+            module.params['service_name'].strip('.') == '':
+        module.fail_json(msg='service_name must be a service name (letters, digits, @ _ . : -), not %r'
+                             % module.params['service_name'])
     tm = TractorModule(module)
     EngineManager(tm).run()
 

@@ -54,7 +54,7 @@ options:
     type: bool
     default: true
 author:
-  - renderfarm.tractor contributors
+  - renderfarm.tractor contributors (@renderfarm)
 '''
 
 EXAMPLES = r'''
@@ -99,12 +99,14 @@ paths:
     - For C(config_dir), C(data_dir) and C(db_data_dir), where they are and on what filesystem.
     - C(path) is the configured path, C(realpath) the path with symlinks resolved (of the nearest
       existing parent when it does not exist yet).
+    - C(owner) is the name of the account owning the path (its uid when no account has it), V(null)
+      when it does not exist.
   returned: always
   type: dict
   sample:
     data_dir: {"path": "/var/spool/tractor", "realpath": "/var/spool/tractor", "exists": true,
                "mount_point": "/", "mount_source": "/dev/vda1", "fstype": "ext4", "network": false,
-               "free_bytes": 1073741824}
+               "free_bytes": 1073741824, "owner": "tractor"}
 extra_paths:
   description: O(extra_paths) described like RV(paths), keyed by the path as given.
   returned: always
@@ -114,6 +116,15 @@ database:
   description: The job database directory.
   returned: always
   type: dict
+  contains:
+    initialised:
+      description: Whether it holds a PostgreSQL cluster (has a C(PG_VERSION) file).
+      type: bool
+    size:
+      description:
+        - Its size in bytes.
+        - V(null) with O(measure_database=false) or when the directory does not exist.
+      type: int
   sample: {"initialised": true, "size": 52428800}
 engine_owner:
   description: The EngineOwner account.
@@ -142,7 +153,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
-    COMMON_REQUIRED_ONE_OF, common_argument_spec,
+    COMMON_REQUIRED_ONE_OF, check_arguments, common_argument_spec,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
     SiteConfig, TractorConfigError, install_dir_for,
@@ -197,8 +208,19 @@ def describe_path(path, mounts):
         free = stat.f_bavail * stat.f_frsize
     except OSError:
         free = None
+    owner = None
+    if exists:
+        try:
+            uid = os.stat(path).st_uid
+            try:
+                owner = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                owner = str(uid)
+        except OSError:
+            pass
     return dict(path=path, realpath=real, exists=exists, mount_point=mount_point, mount_source=source,
-                fstype=fstype, network=fstype in NETWORK_FSTYPES or fstype.startswith('nfs'), free_bytes=free)
+                fstype=fstype, network=fstype in NETWORK_FSTYPES or fstype.startswith('nfs'), free_bytes=free,
+                owner=owner)
 
 
 def directory_size(path):
@@ -242,6 +264,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=COMMON_REQUIRED_ONE_OF,
                            supports_check_mode=True)
+    check_arguments(module)
     params = module.params
     install_dir = params['install_dir'] or install_dir_for(params['version'])
     config_dir = params['config_dir']

@@ -101,7 +101,7 @@ seealso:
     description: Backing up, downgrading, and job IDs after a restore.
     link: https://rmanwiki.pixar.com/display/TRA/Upgrading
 author:
-  - renderfarm.tractor contributors
+  - renderfarm.tractor contributors (@renderfarm)
 '''
 
 EXAMPLES = r'''
@@ -441,7 +441,7 @@ class JobCounter(object):
             self.result['skipped_symlinks'] = skipped
             self.module.warn('left symbolic links in %s alone: %s' % (root, ', '.join(skipped)))
         doomed = [(owner, jid, path) for owner, jid, path in found if jid > threshold]
-        self.diff_before[key] = ['%s/J%d' % (owner, jid) for owner, jid, _ in doomed]
+        self.diff_before[key] = ['%s/J%d' % (owner, jid) for owner, jid, _path in doomed]
         removed = self.result['removed_log_dirs']
         for owner, jid, path in doomed:
             if self.tm.record('remove %s' % path):

@@ -73,7 +73,7 @@ options:
     type: bool
     default: false
 author:
-  - renderfarm.tractor contributors
+  - renderfarm.tractor contributors (@renderfarm)
 '''
 
 EXAMPLES = r'''
@@ -110,10 +110,13 @@ previous:
 
 import json
 import os
+import re
 import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import check_arguments
 
 
 def read_lock(path):
@@ -176,7 +179,15 @@ def main():
         ),
         supports_check_mode=True,
     )
+    check_arguments(module)
     p = module.params
+    if not re.match(r'[!-~][ -~]{0,254}\Z', p['run_id']):
+        module.fail_json(msg='run_id must name the run in at most 255 printable characters on one line, not %r'
+                             % p['run_id'][:300])
+    if p['stale_after'] < 0:
+        module.fail_json(msg='stale_after must be >= 0 (seconds), not %d' % p['stale_after'])
+    if p['controller_pid'] is not None and p['controller_pid'] < 1:
+        module.fail_json(msg='controller_pid must be a process id (>= 1), not %d' % p['controller_pid'])
     path = p['path']
     this_host = socket.gethostname()
     now = time.time()
@@ -220,7 +231,8 @@ def main():
     if not module.check_mode:
         directory = os.path.dirname(path) or '.'
         if not os.path.isdir(directory):
-            module.fail_json(msg='cannot lock: directory %s does not exist' % directory)
+            module.fail_json(msg='cannot lock %s: its directory %s does not exist (path must name a file in an '
+                                 'existing directory)' % (path, directory))
         if existing:
             os.unlink(path)  # breaking a stale lock (reported in previous)
         try:

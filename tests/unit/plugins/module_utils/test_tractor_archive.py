@@ -168,6 +168,28 @@ def test_write_archive_has_the_tractor_dbctl_layout(tmp_path, cluster):
             os.path.join(cluster, "base", "1", "1259"), "rb").read()
 
 
+def test_write_tar_stream_writes_what_tarfile_stream_mode_writes(cluster):
+    """The plain-mode tar with a large copy buffer (bench/, docs/performance.md) is byte for byte the
+    stream-mode tar it replaced."""
+    ours = io.BytesIO()
+    ta.write_tar_stream(cluster, ours)
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        ta._add_tree(tar, cluster, "psql", dict(members=0, file_bytes=0, skipped=[]))
+    assert ours.getvalue() == reference.getvalue()
+
+
+def test_parallel_gzip_takes_any_bytes_like_chunks():
+    data = os.urandom(50000) + b"b" * 150000
+    out = io.BytesIO()
+    writer = ta.ParallelGzipWriter(out, workers=2, block_size=30000)
+    for start, kind in zip(range(0, len(data), 9000), [bytes, bytearray, memoryview] * 100):
+        writer.write(kind(data[start:start + 9000]))
+    writer.write(b"")
+    writer.close()
+    assert gzip.decompress(out.getvalue()) == data and writer.members == 7 and writer.bytes_in == len(data)
+
+
 def test_write_archive_leaves_out_sockets(tmp_path, cluster):
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(os.path.join(cluster, ".s.PGSQL.5432"))

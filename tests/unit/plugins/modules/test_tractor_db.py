@@ -264,12 +264,23 @@ def run(capsys):
             args["_ansible_check_mode"] = True
         if diff:
             args["_ansible_diff"] = True
+        reset_module_warnings()
         with patch_module_args(args):
             with pytest.raises(SystemExit):
                 tractor_db.main()
         out = capsys.readouterr().out
         return json.loads(out)
     return run_module
+
+
+def reset_module_warnings():
+    """Module warnings are process-global (and de-duplicated) in ansible-core: start each run clean,
+    so that a test does not depend on which tests ran before it in the same process."""
+    from ansible.module_utils.common import warnings as module_warnings
+    for name in ("_global_warnings", "_global_deprecations"):
+        store = getattr(module_warnings, name, None)
+        if store is not None:
+            store.clear()
 
 
 def warnings(result):
@@ -329,7 +340,7 @@ def listener(port, engine=True):
             sock.settimeout(0.1)
             while not stop.is_set():
                 try:
-                    conn, _ = sock.accept()
+                    conn, _addr = sock.accept()
                     conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>")
                     conn.close()
                 except OSError:
@@ -439,8 +450,8 @@ def test_started_failures(site, host, run, tmp_path):
     assert result["rc"] == 2 and result["cmd"].endswith("--start-for-engine")
     del host.fail["--start-for-engine"]
     host.check_upgrade = "gibberish"
-    assert "unrecognised tractor-dbctl --check-upgrade output" in failed(run(site.args(state="started",
-                                                                                        auto_upgrade=False)))
+    assert "unrecognised tractor-dbctl --check-upgrade output" in failed(
+        run(site.args(state="started", auto_upgrade=False)))
 
 
 def test_started_with_a_missing_parent(tmp_path, run):

@@ -213,7 +213,7 @@ class Runner:
         raise AssertionError(argv)
 
     def argvs(self, name=None):
-        return [a for a, _ in self.calls if name is None or os.path.basename(a[0]) == name]
+        return [a for a, _kwargs in self.calls if name is None or os.path.basename(a[0]) == name]
 
 
 class Env:
@@ -261,7 +261,10 @@ class Env:
                             lambda client, verb, params=None, data=None, content_type=None, session=False:
                             engine.request(client, verb, params, data, content_type, session))
         runner = self.runner
-        monkeypatch.setattr(AnsibleModule, "run_command", lambda module, args, **kw: runner(module, args, **kw))
+
+        def run_command(module, args, **kw):
+            return runner(module, args, **kw)
+        monkeypatch.setattr(AnsibleModule, "run_command", run_command)
         monkeypatch.setattr(AnsibleModule, "exit_json", self._exit)
         monkeypatch.setattr(AnsibleModule, "fail_json", self._fail)
         monkeypatch.setattr(AnsibleModule, "get_bin_path", lambda module, name, required=False, opt_dirs=None:
@@ -901,6 +904,30 @@ def test_retry_active(env):
     env.engine.tasks = [{"jid": 1, "tid": 1, "state": "ready"}]
     result = env.ok(**retry)
     assert not result["changed"] and result["retried_tasks"] == 0 and len(env.runner.argvs("tq")) == 1
+
+
+def test_retry_active_counts_from_the_status_without_listing_every_task(env):
+    env.running_engine("2.4")
+    env.engine.tasks = [{"jid": 1, "tid": t, "state": "done"} for t in range(1, 50)]
+    result = env.ok(**env.args("2.4", retry_active=True))
+    assert not result["changed"] and result["retried_tasks"] == 0 and not env.runner.argvs("tq")
+    assert not env.engine.requests("monitor", "tasks")
+
+
+def test_retry_active_lists_the_tasks_when_the_status_has_no_counts(env, monkeypatch):
+    env.running_engine("2.4")
+    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "active"}]
+    env.runner.results["tq"] = (0, "   1  1 ann  frame 1  active retried\n", "")
+    real = env.engine.request
+
+    def without_counts(client, verb, params=None, *args, **kwargs):
+        reply, headers = real(client, verb, params, *args, **kwargs)
+        if (verb, (params or {}).get("q")) == ("ctrl", "status"):
+            reply = dict(reply, queue={})
+        return reply, headers
+    monkeypatch.setattr(env.engine, "request", without_counts)
+    result = env.ok(**env.args("2.4", retry_active=True))
+    assert result["changed"] and result["retried_tasks"] == 1 and len(env.engine.requests("monitor", "tasks")) == 1
 
 
 def test_retry_active_failure(env):

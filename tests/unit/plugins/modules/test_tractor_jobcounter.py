@@ -411,5 +411,5 @@ def test_cmd_logs_dir_from_config_rejects(tmp_path, startup):
 def test_list_job_dirs_sorts_numerically(tmp_path):
     make_logs(tmp_path, {"b": [10, 9], "a": [100, 2]})
     found, skipped = list_job_dirs(str(tmp_path))
-    assert [(o, j) for o, j, _ in found] == [("a", 2), ("a", 100), ("b", 9), ("b", 10)]
+    assert [(o, j) for o, j, _path in found] == [("a", 2), ("a", 100), ("b", 9), ("b", 10)]
     assert skipped == []
