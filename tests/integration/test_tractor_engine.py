@@ -437,10 +437,12 @@ def test_stop_without_escalation_fails(ansible, esite):
 def test_unhealthy_engine_fails_with_log_tail(ansible, esite):
     site = esite
     write_faults(site, "engine-unhealthy")
-    result = ansible.module(MODULE, args(site, "2.2", state="started", timeout=5))
+    # The timeout must outlast the engine's own start (initdb of a fresh cluster) on a busy machine,
+    # so that what is left is the engine answering 503.
+    result = ansible.module(MODULE, args(site, "2.2", state="started", timeout=20))
     assert result.get("failed")
     msg = result["msg"]
-    assert "tractor-engine 2.2 did not become healthy within 5 s" in msg
+    assert "tractor-engine 2.2 did not become healthy within 20 s" in msg
     assert "HTTP 503" in msg and "engine-unhealthy" in msg
     assert os.path.join(site.data_dir, "engine.log") in msg and "Last log lines:" in msg
     assert "tractor-dbctl --configdir" in msg
