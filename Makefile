@@ -193,8 +193,10 @@ $(VENV)/.bench-installed: bench/requirements.txt $(CONSTRAINTS) | $(VENV)/.insta
 # and fails if any step failed. Nothing is skipped: every sanity test runs, tests/sanity/ignore-*.txt
 # stay empty, .ansible-lint skips no rule; the only exclusions are SANITY_EXCLUDE below and
 # .ansible-lint's exclude_paths, each with its reason. The steps share no files: ansible-test runs
-# in copies of the checkout, builds go to temporary directories.
-LINT_STEPS := lint-sanity lint-sanity-2.19 lint-units-2.19 lint-ansible-lint lint-changelog lint-galaxy lint-ee lint-docs
+# in copies of the checkout, builds go to temporary directories. Longest first, so that the two
+# job slots end at about the same time; .venv-2.19 and galaxy-importer are installed (once, when
+# missing or outdated) by the steps that need them, in parallel with the others.
+LINT_STEPS := lint-ansible-lint lint-sanity lint-sanity-2.19 lint-units-2.19 lint-galaxy lint-changelog lint-ee lint-docs
 LINT_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 LINT_DURATIONS := .cache/lint-durations.txt
 IMPORTER_DIR := .cache/galaxy-importer
@@ -219,7 +221,7 @@ define timed
 endef
 
 .PHONY: lint docs changelog $(LINT_STEPS)
-lint: venv venv-2.19 $(IMPORTER_DIR)/.installed
+lint: venv
 	@rm -f $(LINT_DURATIONS); start=$$(date +%s); rc=0; \
 	$(MAKE) --no-print-directory -k -j$(LINT_JOBS) --output-sync=target $(LINT_STEPS) || rc=$$?; \
 	echo; echo "make lint: durations"; cat $(LINT_DURATIONS); \

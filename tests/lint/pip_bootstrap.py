@@ -20,6 +20,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 import ansible_test
 
@@ -49,16 +50,24 @@ def main() -> int:
     cache = pathlib.Path(os.path.expanduser("~/.ansible/test/cache"))
     script = cache / f"get_pip_{version.replace('.', '_')}.py"
     wheel = cache / f"pip-{version}-py3-none-any.whl"
+    cache.mkdir(parents=True, exist_ok=True)
+    # `make lint` runs ansible-test on two Pythons at once, and other checkouts may share this
+    # cache: the wheel and the script appear under their names only when complete (os.replace).
     if not wheel.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        # The pip pin of constraints.txt is the venvs' own pip; this one is ansible-test's choice,
-        # so no -c here (the two would conflict).
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-                        "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(cache), f"pip=={version}"],
-                       check=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-download-") as tmp:
+            # The pip pin of constraints.txt is the venvs' own pip; this one is ansible-test's
+            # choice, so no -c here (the two would conflict).
+            subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
+                            "--quiet", "--no-deps", "--only-binary=:all:", "--dest", tmp, f"pip=={version}"],
+                           check=True)
+            os.replace(os.path.join(tmp, wheel.name), wheel)
     text = STUB.format(version=version, wheel=str(wheel))
     if not script.is_file() or script.read_text(encoding="utf-8") != text:
-        script.write_text(text, encoding="utf-8")
+        fd, tmp_script = tempfile.mkstemp(dir=cache, prefix=".get_pip-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp_script, 0o644)
+        os.replace(tmp_script, script)
     print(f"ansible-test pip {version} bootstrap: {script}")
     return 0
 
