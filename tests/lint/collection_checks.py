@@ -38,8 +38,8 @@ BIN = Path(sys.executable).parent
 IMPORTER_DIR = ROOT / ".cache" / "galaxy-importer"  # `make lint` installs galaxy-importer here
 IMPORTER_CONFIG = ROOT / "tests" / "lint" / "galaxy-importer.cfg"
 # What a built collection may hold at its top level; everything else is for development only.
-SHIPPABLE_TOP = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.rst", "meta", "changelogs", "plugins",
-                 "roles", "playbooks", "docs"}
+SHIPPABLE_TOP = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.rst", "COPYING", "meta", "changelogs",
+                 "plugins", "roles", "playbooks", "docs"}
 
 
 def env(**extra: str) -> dict[str, str]:
