@@ -2,7 +2,8 @@
 #
 #   make demo     backup, upgrade and downgrade of emulated engines on this machine
 #   make bench    benchmarks against plain baselines (not part of make test): docs/performance.md
-#   make test     everything CI runs (.ci/run is `make test`): pytest suites, then Molecule
+#   make test     everything CI runs (.ci/run is `make test`): lint, pytest suites, then Molecule
+#   make lint     sanity (ansible-core 2.19 and 2.21), units, ansible-lint, changelog, galaxy import, EE, docs
 #   make molecule SCENARIO=name   one Molecule scenario in Podman containers
 #   make help     all targets
 #
@@ -87,6 +88,9 @@ help:
 	@echo "make bench        benchmarks against plain baselines -> bench/results/, docs/performance.md (BENCH_SIZES=...)"
 	@echo "make test         run every test suite, as CI does (.ci/run)"
 	@echo "make check        emulator (and unit) tests only"
+	@echo "make lint         ansible-test sanity/units, ansible-lint, changelog, galaxy import, EE, docs (make test runs it first)"
+	@echo "make docs         docs/plugins.md and docs/{modules,filters,lookups}/ from the plugins' documentation"
+	@echo "make changelog    fold changelogs/fragments/ into changelogs/changelog.yaml and CHANGELOG.rst"
 	@echo "make venv         $(VENV): Python $(PY_VERSION) tools pinned by $(CONSTRAINTS), emulator installed editable"
 	@echo "make venv-2.19    $(VENV_2_19): the same on Python $(PY_VERSION_2_19) with ansible-core 2.19"
 	@echo "make molecule     one Molecule scenario (SCENARIO=$(SCENARIO)); scenarios: $(strip $(MOLECULE_SCENARIOS))"
@@ -162,8 +166,9 @@ endef
 check: deps venv engine-owner
 	$(call run_pytest,$(CHECK_SUITES))
 
-# The pytest suites first (fast), then every Molecule scenario (slow).
+# Lint first, then the pytest suites (fast), then every Molecule scenario (slow).
 test: deps venv engine-owner
+	@$(MAKE) --no-print-directory lint
 	$(call run_pytest,$(TEST_SUITES))
 	@if [ -n "$(MOLECULE_IN_TEST)" ]; then $(MAKE) --no-print-directory molecule-all; \
 	else echo "make test: Molecule scenarios not run (MOLECULE_IN_TEST is empty; run them with make molecule-all)"; fi
@@ -180,6 +185,92 @@ bench: deps venv engine-owner $(VENV)/.bench-installed
 
 $(VENV)/.bench-installed: bench/requirements.txt $(CONSTRAINTS) | $(VENV)/.installed
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) -r bench/requirements.txt
+	@touch $@
+
+# --- lint: sanity, units, ansible-lint, changelog, galaxy import, execution environment, docs ----
+# `make lint` runs every step below (each is a target of its own too), LINT_JOBS at a time (each
+# step's output is shown when it ends), goes on past a failed step, prints each step's duration
+# and fails if any step failed. Nothing is skipped: every sanity test runs, tests/sanity/ignore-*.txt
+# stay empty, .ansible-lint skips no rule; the only exclusions are SANITY_EXCLUDE below and
+# .ansible-lint's exclude_paths, each with its reason. The steps share no files: ansible-test runs
+# in copies of the checkout, builds go to temporary directories. Longest first, so that the two
+# job slots end at about the same time; .venv-2.19 and galaxy-importer are installed (once, when
+# missing or outdated) by the steps that need them, in parallel with the others.
+LINT_STEPS := lint-ansible-lint lint-sanity lint-sanity-2.19 lint-units-2.19 lint-galaxy lint-changelog lint-ee lint-docs
+LINT_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+LINT_DURATIONS := .cache/lint-durations.txt
+IMPORTER_DIR := .cache/galaxy-importer
+
+# ansible-test sanity covers what the collection ships (plugins, roles, playbooks, meta, docs,
+# changelogs, galaxy.yml, README), its unit tests (tests/unit) and the lint tooling (tests/lint,
+# tests/collection). Left out, as not Ansible content and never shipped (galaxy.yml build_ignore):
+#   emulator/      the Tractor emulator, a Python package of its own (emulator/pyproject.toml)
+#   bench/ demo/   benchmark and demo drivers, run as python3 and bash scripts
+#   molecule/      Molecule scenarios: their helper scripts run inside Debian containers, where only
+#                  `python3` exists, so they cannot have the `#!/usr/bin/env python` sanity wants
+#   tests/*.py and tests/<dir>/ but unit, lint, collection and sanity: the pytest harness (emulated
+#                  sites, playbook runs, fault injection), which ansible never loads
+SANITY_EXCLUDE := emulator/ bench/ demo/ molecule/ $(wildcard tests/*.py) \
+	$(filter-out tests/unit/ tests/lint/ tests/collection/ tests/sanity/,$(wildcard tests/*/))
+
+# $(call timed,LABEL,COMMAND): run COMMAND; print and record "LABEL passed|FAILED in Ns".
+define timed
+	@mkdir -p $(dir $(LINT_DURATIONS)); start=$$(date +%s); rc=0; $(2) || rc=$$?; \
+	line=$$(printf '%-34s %-6s %5ss' '$(1)' "$$([ $$rc -eq 0 ] && echo passed || echo FAILED)" "$$(( $$(date +%s) - start ))"); \
+	echo "make lint: $$line"; echo "$$line" >> $(LINT_DURATIONS); exit $$rc
+endef
+
+.PHONY: lint docs changelog $(LINT_STEPS)
+lint: venv
+	@rm -f $(LINT_DURATIONS); start=$$(date +%s); rc=0; \
+	$(MAKE) --no-print-directory -k -j$(LINT_JOBS) --output-sync=target $(LINT_STEPS) || rc=$$?; \
+	echo; echo "make lint: durations"; cat $(LINT_DURATIONS); \
+	echo "make lint: $$([ $$rc -eq 0 ] && echo 'all clean' || echo FAILED) in $$(( $$(date +%s) - start ))s"; exit $$rc
+
+# The Markdown reference of every plugin is generated from the plugins' documentation.
+docs: venv
+	$(VENV)/bin/python tests/lint/plugin_docs.py
+lint-docs: venv
+	$(call timed,plugin docs up to date,$(VENV)/bin/python tests/lint/plugin_docs.py --check)
+
+# Release notes (README "Release notes"): fragments in changelogs/fragments/ pile up between
+# releases; `make changelog` (antsibull-changelog release) folds the ones not yet released into the
+# release of galaxy.yml's version -- a new release, or the one still being prepared when galaxy.yml
+# was not bumped -- and regenerates CHANGELOG.rst. It asks ansible-doc (on PATH) for the plugins new
+# in that version. Fragments stay (keep_fragments), and an edited fragment updates its entry
+# (--refresh-fragments). CHANGELOG_ARGS=--update-existing moves an existing release's date to today.
+# lint-changelog does not require every fragment to be released, so a merged fragment never
+# breaks `make lint`: it lints the fragments, checks that CHANGELOG.rst is what changelog.yaml
+# generates, and runs `make changelog`'s command on a copy to show what it would add.
+CHANGELOG_ARGS ?=
+CHANGELOG_RELEASE = antsibull-changelog release --reload-plugins --refresh-fragments $(CHANGELOG_ARGS)
+changelog: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(CHANGELOG_RELEASE)
+lint-changelog: venv
+	$(call timed,antsibull-changelog,$(VENV)/bin/python tests/lint/collection_checks.py changelog -- $(CHANGELOG_RELEASE))
+
+lint-galaxy: venv $(IMPORTER_DIR)/.installed
+	$(call timed,galaxy build and galaxy-importer,$(VENV)/bin/python tests/lint/collection_checks.py galaxy)
+lint-ee: venv
+	$(call timed,ansible-builder introspect/create,$(VENV)/bin/python tests/lint/collection_checks.py ee)
+
+lint-ansible-lint: venv
+	$(call timed,ansible-lint (production),PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint)
+
+# ansible-test on the venv's own Python (tests/lint/run_ansible_test.py says how and why).
+lint-sanity: venv
+	$(call timed,ansible-test sanity ($(VENV)),$(VENV)/bin/python tests/lint/run_ansible_test.py sanity $(SANITY_EXCLUDE:%=--exclude %))
+lint-sanity-2.19: venv-2.19
+	$(call timed,ansible-test sanity ($(VENV_2_19)),$(VENV_2_19)/bin/python tests/lint/run_ansible_test.py sanity $(SANITY_EXCLUDE:%=--exclude %))
+# Units on the oldest ansible-core: `make test` runs tests/unit with pytest on .venv anyway.
+lint-units-2.19: venv-2.19
+	$(call timed,ansible-test units ($(VENV_2_19)),$(VENV_2_19)/bin/python tests/lint/run_ansible_test.py units)
+
+# galaxy-importer caps attrs below what the rest pins, so it is kept out of .venv's own packages:
+# installed without dependencies into $(IMPORTER_DIR) and run on .venv's Python (constraints.txt).
+$(IMPORTER_DIR)/.installed: $(CONSTRAINTS) requirements-importer.txt | $(VENV)/.installed
+	rm -rf $(IMPORTER_DIR)
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) --no-deps --target $(IMPORTER_DIR) -r requirements-importer.txt
 	@touch $@
 
 # --- Molecule in Podman containers --------------------------------------------------------------
