@@ -82,6 +82,12 @@ stamp() {
 # is 1) the plain ones. Writes "<exit status> <seconds>" to the scenario's .result file.
 run_one() {
     local scenario="$1" console="$2" log="$LOG_DIR/$1.log" start=$SECONDS rc
+    # A fresh ephemeral directory (inventory, Molecule's state, the playbooks' reports) per run:
+    # Molecule's own is keyed by the checkout's name only, and a run that was killed leaves its
+    # state there ("created"), which would make the next run skip create. The test sequences
+    # start with create, not destroy: the create playbook replaces stale containers.
+    export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_WORK_DIR:-$repo/.cache/molecule}/$scenario"
+    rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
     "$MOLECULE" --base-config molecule/config.yml test --scenario-name "$scenario" "${args[@]}" 2>&1 \
         | stamp "$log" "$console"
     rc=${PIPESTATUS[0]}

@@ -47,7 +47,7 @@ def runner(tmp_path):
 
     def run(*scenarios: str, fail: tuple[str, ...] = (), jobs: int = 1) -> tuple[subprocess.CompletedProcess, list[str]]:
         env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", MOLECULE=str(bin_dir / "molecule"),
-                   MOLECULE_LOG_DIR=str(logs), FAKE_FAIL=" ".join(fail), FAKE_RAN=str(ran))
+                   MOLECULE_LOG_DIR=str(logs), MOLECULE_WORK_DIR=str(tmp_path / "work"), FAKE_FAIL=" ".join(fail), FAKE_RAN=str(ran))
         env.pop("MOLECULE_JOBS", None)
         ran.write_text("")
         result = subprocess.run([str(RUNNER), "-j", str(jobs), "--", *scenarios], env=env, cwd=ROOT,

@@ -3,8 +3,8 @@
 Checked on the machine (render01): both engines answer with their own version, port, job database
 port and data directory; staging was installed from its .deb by the role and runs outside
 production's systemd unit; production was never restarted (same process as after prepare) and its
-unit settings still select 2.2; the third engine whose port is staging's was refused: no process
-of it runs and neither engine was touched by the attempt.
+unit settings still select 2.2. The third engine (side_effect collide.yml, after these tests) is
+checked by ../collided/.
 """
 
 from __future__ import annotations
@@ -61,13 +61,3 @@ def test_engines_serve_their_own_jobs(host):
     prod_jobs = [j["title"] for j in production(host).jobs()]
     assert prod_jobs == ["production job (queued on 2.2)"]
     assert staging(host).jobs() == []
-
-
-def test_colliding_third_engine_was_refused_and_nothing_was_touched(host):
-    # No engine process of render01-clash (its configuration directory names it).
-    assert host.run("pgrep -f -- '--configdir[= ]/etc/tractor-clash'").rc == 1
-    assert not host.file("/var/spool/tractor-clash/psql").exists
-    before = saved(host, STATE_CONVERGED)
-    for name, engine in (("render01", production(host)), ("render01-staging", staging(host))):
-        status = engine.status()
-        assert (status["pid"], status["starttime"]) == (before[name]["pid"], before[name]["starttime"]), name
