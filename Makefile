@@ -36,11 +36,16 @@ ENGINE_OWNER ?= tractor
 
 # Molecule (molecule/): scenarios in Podman containers from a locally built image.
 SCENARIO ?= default
-# Every scenario, in the order `make test` runs them (fastest feedback first).
-MOLECULE_SCENARIOS ?= $(filter $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)),default backup_restore downgrade multi_engine rollback) \
-	$(filter-out default backup_restore downgrade multi_engine rollback,$(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+# Every scenario, in the order `make test` starts them: the longest first, so that the scenarios
+# run side by side (MOLECULE_JOBS) end close together.
+MOLECULE_ORDER := default downgrade backup_restore multi_engine rollback
+MOLECULE_SCENARIOS ?= $(filter $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)),$(MOLECULE_ORDER)) \
+	$(filter-out $(MOLECULE_ORDER),$(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 # Extra options for `molecule test`, e.g. MOLECULE_ARGS='--destroy=never' to keep failed containers.
 MOLECULE_ARGS ?=
+# Scenarios molecule-all runs at once (distinct container names; they mostly wait on engines and
+# on podman exec, so a 2-core machine takes two at a time).
+MOLECULE_JOBS ?= 2
 # Collections Molecule needs (the podman driver and connection), taken from the community
 # `ansible` wheel pinned in constraints.txt, because Galaxy is unreachable.
 COLLECTIONS_CACHE := .cache/collections
@@ -54,8 +59,6 @@ CHECK_SUITES = $(or $(wildcard tests/unit tests/emulator),tests/emulator)
 PYTEST_ARGS ?=
 # pytest-xdist workers: the suites are mostly real processes waiting on each other, two use both cores.
 PYTEST_WORKERS ?= 2
-# The Molecule scenarios join `make test` once they all pass here (issue 6); until then empty.
-MOLECULE_IN_TEST ?=
 
 # $(call python_ok,CMD,VERSION): CMD if it runs, is Python VERSION (when VERSION is given) and
 # can make a venv (Debian's python3 needs python3-venv for that); empty otherwise.
@@ -94,7 +97,7 @@ help:
 	@echo "make venv         $(VENV): Python $(PY_VERSION) tools pinned by $(CONSTRAINTS), emulator installed editable"
 	@echo "make venv-2.19    $(VENV_2_19): the same on Python $(PY_VERSION_2_19) with ansible-core 2.19"
 	@echo "make molecule     one Molecule scenario (SCENARIO=$(SCENARIO)); scenarios: $(strip $(MOLECULE_SCENARIOS))"
-	@echo "make molecule-all every Molecule scenario, with each one's duration (make test runs it last)"
+	@echo "make molecule-all every Molecule scenario, MOLECULE_JOBS=$(MOLECULE_JOBS) at a time, with durations (make test runs it last)"
 	@echo "make image        the scenarios' base image (Debian 12, systemd, PostgreSQL 15), built once per recipe"
 	@echo "make podman       Debian's podman and its configuration for this machine"
 	@echo "make collections  containers.podman for Molecule, from the pinned 'ansible' wheel"
@@ -166,12 +169,11 @@ endef
 check: deps venv engine-owner
 	$(call run_pytest,$(CHECK_SUITES))
 
-# Lint first, then the pytest suites (fast), then every Molecule scenario (slow).
+# Lint first, then the pytest suites (fast), then every Molecule scenario (slow, in containers).
 test: deps venv engine-owner
 	@$(MAKE) --no-print-directory lint
 	$(call run_pytest,$(TEST_SUITES))
-	@if [ -n "$(MOLECULE_IN_TEST)" ]; then $(MAKE) --no-print-directory molecule-all; \
-	else echo "make test: Molecule scenarios not run (MOLECULE_IN_TEST is empty; run them with make molecule-all)"; fi
+	@$(MAKE) --no-print-directory molecule-all
 
 demo: deps venv engine-owner
 	$(VENV)/bin/python demo/demo.py
@@ -303,7 +305,7 @@ molecule: venv image collections
 	@molecule/run.sh $(MOLECULE_ARGS) -- $(SCENARIO)
 
 molecule-all: venv image collections
-	@molecule/run.sh $(MOLECULE_ARGS) -- $(MOLECULE_SCENARIOS)
+	@molecule/run.sh -j $(MOLECULE_JOBS) $(MOLECULE_ARGS) -- $(MOLECULE_SCENARIOS)
 
 # --- cleanup -----------------------------------------------------------------------------------
 .PHONY: clean

@@ -1,0 +1,58 @@
+"""rollback: after renderfarm.tractor.upgrade failed to switch to 2.4 and rolled back.
+
+Checked on the host: the 2.2 engine serves the old job database (same jobs, schema 2.2-4, the
+job counter of before) under systemd, from the settings file pointed back at 2.2; the failed 2.4
+engine's log is kept beside the backup the rollback restored; no lock is left behind. And on the
+controller: the run's report says "rolled back".
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+from tractor_checks import BACKUP_DIR, DATA_DIR, STATE_PREPARED, backups
+
+
+def prepared(host) -> dict:
+    return json.loads(host.file(STATE_PREPARED).content_string)["engines"][host.backend.hostname]
+
+
+def test_old_version_serves_under_systemd(host, engine):
+    status = engine.status()
+    assert (status["version"], status["schema-version"]) == ("2.2", "2.2-4")
+    assert host.service("tractor-engine").is_running
+    assert int(host.check_output("systemctl show -p MainPID --value tractor-engine")) == status["pid"]
+    settings = host.file("/etc/sysconfig/tractor-engine").content_string
+    assert re.search(r"^TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2\.2$", settings, re.M), settings
+
+
+def test_old_data_is_served(host, engine):
+    before = prepared(host)
+    assert [(j["jid"], j["title"]) for j in engine.jobs()] == [(j["jid"], j["title"]) for j in before["jobs"]]
+    assert engine.params("2.2")["jidcounter"] == before["params"]["jidcounter"]
+    assert engine.params("2.2")["schema-version"] == "2.2-4"
+
+
+def test_failed_engine_log_kept_beside_the_backup(host):
+    name = host.backend.hostname
+    found = backups(host, name)
+    assert found and found[-1]["manifest"]["schema_version"] == "2.2-4"
+    evidence = host.check_output(f"ls -1 {BACKUP_DIR}/{name}/").split()
+    assert any(name.startswith("failed-upgrade-to-2.4-") for name in evidence), evidence
+
+
+def test_no_lock_left_behind(host):
+    assert not host.file(f"{DATA_DIR}/.renderfarm-tractor.lock").exists
+
+
+def test_report_says_rolled_back():
+    reports = sorted(glob.glob(os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "reports", "upgrade-*", "report.json")),
+                     key=os.path.getmtime)
+    assert reports
+    report = json.load(open(reports[-1]))
+    assert not report["check_mode"]
+    entry = {e["engine"]: e for e in report["engines"]}["rollback-engine"]
+    assert entry["result"] == "rolled back" and entry["rollback"] is True
