@@ -82,6 +82,9 @@ def pytest_xdist_make_scheduler(config, log):
     that pytest 9 no longer reads, so the scheduler never sees a group. So this scheduler groups
     by module itself: the tests of a round module form one unit of work, every other test of the
     pytest run (the other suites too) is a unit of its own and is spread as "load" spreads it.
+    It takes effect when tests/faults (or a file in it) is named on the command line, as `make
+    test` does: xdist's controller collects nothing, so it reads only the conftest files of the
+    paths it is given (with `pytest -n 2 tests`, the rounds would be split and run twice).
     """
     if config.getvalue("dist") != "load":
         return None
