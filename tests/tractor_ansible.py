@@ -80,6 +80,7 @@ class Ansible:
         if last.group(1) in ("FAILED", "UNREACHABLE"):
             result["failed"] = True
         result["_output"] = proc.stdout[:last.start()]
+        result["_stderr"] = proc.stderr  # the module's warnings ("[WARNING]: ...") are printed there
         return result
 
     def playbook(self, playbook: str, extra_vars: dict | None = None, check: bool = False,
