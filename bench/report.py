@@ -378,7 +378,35 @@ def overhead_section(r: dict) -> list[str]:
         for task in sorted(prof["tasks"], key=lambda t: -t["seconds"])[:20]:
             out.append(f"| {task['task'].replace('|', '/')} | `{task['action']}` | {task['seconds']:.2f} |")
         out += ["", "By kind: " + ", ".join(f"{k}: {fmt(v, 1)} s" for k, v in profile_groups(prof).items()) + "."]
+    out += before_after_section(r)
     out.append("")
+    return out
+
+
+def task_seconds(profile: dict, words: str) -> float:
+    """Sum of the median seconds of the profile's tasks whose name contains `words`."""
+    return sum(t["seconds"] for t in profile["tasks"] if words in t["task"])
+
+
+def before_after_section(r: dict) -> list[str]:
+    """The downgrade profile before the fixes (BENCH_BASELINE_REF) beside the one after, same run."""
+    ov = r["sections"].get("overhead", {})
+    after, before = ov.get("profile", {}).get("playbook"), ov.get("profile", {}).get("playbook_before")
+    if not (after and before):
+        return []
+    out = ["", f"Before (`{baseline(r)}`) and after, same run, median seconds per kind of task and for the tasks "
+           "the fixes touched:", "", "| | before | after | after / before |", "| --- | --- | --- | --- |"]
+    rows = []
+    ga, gb = profile_groups(after), profile_groups(before)
+    for key in sorted(set(ga) | set(gb), key=lambda k: -gb.get(k, 0.0)):
+        rows.append((key, gb.get(key, 0.0), ga.get(key, 0.0)))
+    for label, words in (("Step 4 - destroy (reads the backup before / trusts the first read after)", "Step 4"),
+                         ("Step 5 - restore (the same)", "Step 5"),
+                         ("the report role's tasks", "renderfarm.tractor.report")):
+        rows.append((label, task_seconds(before, words), task_seconds(after, words)))
+    rows.append(("whole playbook (callback total)", before["total_seconds"], after["total_seconds"]))
+    for label, b, a in rows:
+        out.append(f"| {label} | {fmt(b, 2)} | {fmt(a, 2)} | {fmt(a / b, 2) if b else '-'} |")
     return out
 
 
@@ -401,47 +429,56 @@ def fixes_section(r: dict) -> list[str]:
     ov = r["sections"].get("overhead", {})
     before_after = ""
     if "ratio_playbook_before_vs_script" in ov:
-        before_after = (f" Downgrade playbook / script: {ov['ratio_playbook_before_vs_script']} before, "
-                        f"{ov['ratio_playbook_vs_script']} after (same run).")
+        before_after = (f" Downgrade playbook / script in this run: {ov['ratio_playbook_before_vs_script']} with"
+                        f" `{baseline(r)}` (before), {ov['ratio_playbook_vs_script']} with this commit (after);"
+                        " the tables of section 4 split the difference by task.")
     return [
         "## What the bench changed, and what remains", "",
-        "Fixed (issue 8):",
+        "Fixed earlier in issue 8 (already in the baseline commit; measured by the first bench runs):",
         "",
-        "* **Native backup writer** (`plugins/module_utils/tractor_archive.py`). The block buffer was one"
-        " `bytearray` grown 10 KiB at a time and cut from the front, so every byte was copied many times"
-        " over, and tarfile's stream mode re-buffered the whole tar in 10 KiB records. Now the writer joins"
-        " chunks once per 4 MiB block and hands zlib a memoryview, and the tar is written in plain `w` mode"
-        " with a 1 MiB copy buffer. Same bytes out (identical sha256); on 226 MB of `psql/` the writer's"
-        " CPU time fell from 8.5 to 6.3 CPU-s (1 thread, level 6) and the non-compressing part from 3.9 to"
-        " 2.7 CPU-s, which is what lets a second core make it faster than `tar cfz` at all.",
-        "* **Upgrade without a backup** (`roles/upgrade/tasks/run.yml`): phase 3 no longer stops the engine"
-        " in a task of its own when `upgrade_backup` is false; phase 4's `tractor_engine state=started` stops"
-        " the old engine and starts the new one in one module run, so no task boundary (a module start-up"
-        " and ansible's own work between tasks) lies inside the downtime.",
-        "* **Polling** (`plugins/modules/tractor_engine.py`): the health and exit waits looked every 0.5 s, on"
-        " average a quarter second of idle downtime per wait; now 0.1 s for the direct service manager"
-        " (one local HTTP request or `kill -0`), 0.25 s where each look runs systemctl or the init script.",
-        "* **retry_active** (downgrade step 2): took the list of every task of the queue (`monitor?q=tasks`,"
-        " which grows with the job database) only to see whether one is active; now it reads the active"
-        " count from `ctrl?q=status` and lists tasks only for an engine whose status has no counts." + before_after,
+        "* **Native backup writer** (`plugins/module_utils/tractor_archive.py`): every byte is copied once"
+        " (the block buffer used to be grown and cut from the front), the tar is written in plain mode with"
+        " a 1 MiB copy buffer. Same bytes out; on 226 MB of `psql/` the writer's CPU time fell from 8.5 to"
+        " 6.3 CPU-s (1 thread, level 6).",
+        "* **Upgrade without a backup** (`roles/upgrade/tasks/run.yml`): phase 4's `tractor_engine"
+        " state=started` stops the old engine and starts the new one in one module run, so no task boundary"
+        " lies inside the downtime.",
+        "* **Polling** (`plugins/modules/tractor_engine.py`): health and exit waits look every 0.1 s (0.25 s"
+        " through a service manager) instead of 0.5 s.",
+        "* **retry_active** (downgrade step 2) reads the active count from `ctrl?q=status` instead of listing"
+        " every task of the queue.",
+        "",
+        "Fixed in this run's commit (the before/after above is measured against the baseline commit):",
+        "",
+        "* **Report without module runs**: the report role wrote each engine's record with `copy` (after a"
+        " `file`), then found the records with `find` and wrote report.json/.md/.xml with a `copy` loop: about"
+        " five module processes on the controller per playbook, each a Python start-up plus Ansible's module"
+        " library. Now the records are read with the `fileglob` lookup and written by the new action plugin"
+        " `renderfarm.tractor.tractor_report`, which runs inside ansible-playbook (atomic writes, only when"
+        " the content differs, nothing written in check mode).",
+        "* **The downgrade reads its backup once**: the verification before anything is destroyed reads the"
+        " whole archive (sha256, every gzip CRC, tar walk) and restores it into a scratch PostgreSQL; steps 4"
+        " and 5 used to read the whole archive again each. `tractor_db` now returns the file's identity"
+        " (device, inode, size, mtime, ctime, taken before the read and unchanged after it) with the result,"
+        " and with `verified_archive` steps 4 and 5 use that result while the identity is unchanged; the"
+        " `.sha256` and manifest sidecars are still compared, and any change means a full read again. The"
+        " rule that no job database is destroyed without a verified backup holds: the backup step 4 names is"
+        " the one verified in full in the same run, unchanged since." + before_after,
         "* **Bench settings to copy**: `ansible_pipelining: true` for engine hosts (one process and no"
-        " temporary module file per task), `forks` at least the number of engines a play runs on at once.",
+        " temporary module file per task), `forks` at least the number of engines a play runs on at once;"
+        " the playbooks already skip fact gathering.",
         "",
-        "Remaining (measured above, not changed here):",
+        "Remaining (measured above, not changed):",
         "",
         "* Per-task cost. Each module task is a Python process that imports Ansible's module library; on this"
-        " machine a trivial module task costs about as much as several `tractor-dbctl` calls. The downgrade"
-        " has twenty-odd module tasks where the script has nine tool calls; the remaining ratio is mostly"
-        " that, plus safety work the script does not do.",
-        "* The downgrade reads the backup in full three times (the scratch-restore verification, then again"
-        " in step 4, which checks that the archive belongs to this cluster, and in step 5). A verification"
-        " result that later steps can trust (e.g. the sha256 recorded by the first read) would save two"
-        " full reads, which matter for large archives.",
-        "* The report costs several module runs on the controller per playbook (per-engine record, then"
-        " report.json/.md/.xml with `copy`, two runs each); an action plugin that writes the files on the"
-        " controller in one step would remove them.",
+        " loaded machine a trivial module task costs seconds, about as much as several `tractor-dbctl` calls."
+        " The downgrade has about twenty module tasks where the script has nine tool calls, and it does safety"
+        " work the script does not (the scratch-restore verification, the lock, the preflight reads). That is"
+        " most of the remaining ratio; merging steps into fewer modules would trade away the per-step"
+        " reporting, check mode and failure handling the roles are built on.",
         "* The preflight runs twice per engine in the upgrade playbook (once for all engines, once per batch"
-        " before the lock): its two `tractor_info` reads could be reused when nothing changed in between.",
+        " before the lock). The second read is kept on purpose: batches can start minutes after the first"
+        " preflight, and the lock is taken on what is read then.",
         "* The native writer's tar is pure Python (about 2.7 CPU-s per 226 MB beside gzip's 6); on a busy"
         " host that share is not parallel.",
         "",
