@@ -223,7 +223,12 @@ def page(r: dict, results_path: Path) -> str:
             for k, v in sorted(r["prepared"].items(), key=lambda kv: int(kv[0]))) + ".",
         f"* Sizes {', '.join(f'{s:,}' for s in cfg['sizes'])} tasks; repetitions (the n in the tables): "
         + repetitions(r) + ". Settings other than the defaults of bench/README.md are the ones this run was"
-        " given to stay near 20 minutes on a busy machine.",
+        " given to finish in time on a busy machine.",
+        *[f"* Merged into this file: the run of {m_['date']} on `{m_['git']}`, sizes "
+          f"{', '.join(f'{s:,}' for s in m_['settings']['sizes'])}, sections {', '.join(m_['settings']['sections'])}"
+          + (f", 1-minute load average {m_['load_average_start'][0]:.1f} at its start" if m_.get('load_average_start')
+             else "") + "." for m_ in r.get("merged_runs", [])],
+        *[f"* {note}" for note in r.get("notes", [])],
         "",
         "## The baselines",
         "",
