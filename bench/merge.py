@@ -31,15 +31,18 @@ def main() -> int:
     args = parser.parse_args()
     into = json.loads(args.into.read_text())
     source = json.loads(args.source.read_text())
-    names = args.sections.split(",") if args.sections else source["settings"]["sections"]
+    names = args.sections.split(",") if args.sections else (
+        source["merged_runs"][-1] if source.get("merged_runs") else source)["settings"]["sections"]
     missing = [n for n in names if n not in source["sections"]]
     if missing:
         raise SystemExit(f"{args.source} has no section {', '.join(missing)}")
     for name in names:
         into["sections"][name] = source["sections"][name]
     into["prepared"] = {**source.get("prepared", {}), **into.get("prepared", {})}
+    # FROM may itself have been written with BENCH_MERGE_INTO: its own run is then its last merged run
+    run_info = source["merged_runs"][-1] if source.get("merged_runs") else source
     into.setdefault("merged_runs", []).append(
-        {k: source.get(k) for k in ("date", "git", "settings", "load_average_start", "load_average_end", "duration_s")}
+        {k: run_info.get(k) for k in ("date", "git", "settings", "load_average_start", "load_average_end", "duration_s")}
         | {"sections_taken": names})
     into["notes"] = into.get("notes", []) + args.note
     for key in ("backup_speedup_vs_dbctl", "upgrade_downtime_ratio", "fleet_6_over_1", "downgrade_overhead_vs_script"):
