@@ -28,19 +28,27 @@ def main() -> int:
     parser.add_argument("source", type=Path)
     parser.add_argument("--sections", help="comma-separated sections to take (default: those FROM ran)")
     parser.add_argument("--note", action="append", default=[], help="a line for the page's machine section")
+    parser.add_argument("--world", type=Path, help="FROM's BENCH_WORLD: its golden/<size>/prepared.json describe "
+                        "the databases FROM ran on (a FROM written with BENCH_MERGE_INTO keeps the earlier ones)")
     args = parser.parse_args()
     into = json.loads(args.into.read_text())
     source = json.loads(args.source.read_text())
-    names = args.sections.split(",") if args.sections else (
-        source["merged_runs"][-1] if source.get("merged_runs") else source)["settings"]["sections"]
+    # FROM may itself have been written with BENCH_MERGE_INTO: its own run is then its last merged run
+    run_info = source["merged_runs"][-1] if source.get("merged_runs") else source
+    names = args.sections.split(",") if args.sections else run_info["settings"]["sections"]
     missing = [n for n in names if n not in source["sections"]]
     if missing:
         raise SystemExit(f"{args.source} has no section {', '.join(missing)}")
     for name in names:
         into["sections"][name] = source["sections"][name]
-    into["prepared"] = {**source.get("prepared", {}), **into.get("prepared", {})}
-    # FROM may itself have been written with BENCH_MERGE_INTO: its own run is then its last merged run
-    run_info = source["merged_runs"][-1] if source.get("merged_runs") else source
+    sizes = {str(size) for size in run_info["settings"]["sizes"]} | {str(size) for size in into["settings"]["sizes"]}
+    prepared = {k: v for k, v in into.get("prepared", {}).items() if k in sizes}
+    if args.world:
+        for size in run_info["settings"]["sizes"]:
+            info = args.world / "golden" / str(size) / "prepared.json"
+            if info.exists():
+                prepared.setdefault(str(size), json.loads(info.read_text()))
+    into["prepared"] = dict(sorted(prepared.items(), key=lambda kv: int(kv[0])))
     into.setdefault("merged_runs", []).append(
         {k: run_info.get(k) for k in ("date", "git", "settings", "load_average_start", "load_average_end", "duration_s")}
         | {"sections_taken": names})
