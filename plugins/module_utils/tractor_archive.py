@@ -524,6 +524,22 @@ def data_dir_identity(db_dir):
                 pg_version_ctime_ns=getattr(st, 'st_ctime_ns', int(st.st_ctime * 1e9)))
 
 
+def file_identity(path):
+    """What changes whenever a file's content may have changed: device, inode, size, and the
+    modification and status-change times in nanoseconds (the ctime cannot be set back by a user)."""
+    st = os.stat(path)
+    return dict(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+
+
+def inspect_archive_identified(path, top=None):
+    """inspect_archive(), plus the file's identity (file_identity) when it did not change during
+    the read, so that a later step of the same run can recognise the unchanged file; else None."""
+    before = file_identity(path)
+    info = inspect_archive(path, top=top)
+    info['identity'] = before if file_identity(path) == before else None
+    return info
+
+
 def inspect_archive(path, top=None):
     """Decompress and walk the whole archive, in one pass.
 

@@ -123,6 +123,19 @@ options:
         them and they are V(null), with C(params_source) saying so. They are never guessed.
     type: str
     choices: [archive, restore]
+  verified_archive:
+    description:
+      - The RV(archive) result of an earlier full read of the same archive in this run (for example
+        registered from O(state=verify)), so that O(state=restore) and O(state=absent) need not read
+        a large archive again.
+      - It is used only when it names this O(path) and this C(DBDataDir)'s top-level directory,
+        found no problem, and the file's device, inode, size, modification time and status-change
+        time (which nobody can set back) are still those recorded in its C(identity) during that
+        read; otherwise the archive is read in full again, with a warning. The C(.sha256) and
+        manifest sidecars are checked against it every time, and O(verify=restore) still restores
+        a scratch copy.
+      - The downgrade role passes the result of its verification before anything is destroyed.
+    type: dict
   auto_upgrade:
     description:
       - For O(state=started). V(false) passes C(--no-auto-upgrade), so that a newer
@@ -342,7 +355,9 @@ archive:
   type: dict
   sample: {"path": "/backups/x.tgz", "sha256": "9f2c...", "size": 5242880, "members": 1200,
            "file_bytes": 41943040, "top_level": "psql", "pg_version": "15",
-           "system_identifier": "7301234567890123456", "postmaster_pid": false, "problems": []}
+           "system_identifier": "7301234567890123456", "postmaster_pid": false, "problems": [],
+           "identity": {"dev": 2049, "ino": 131073, "size": 5242880, "mtime_ns": 1796457600000000000,
+                        "ctime_ns": 1796457600000000000}}
 manifest:
   description: The manifest found beside the archive, if any.
   returned: for verify, restore and absent with O(path)
@@ -423,6 +438,7 @@ def argument_spec():
         compression_level=dict(type='int', default=6),
         workers=dict(type='int'),
         free_space_factor=dict(type='float', default=1.0),
+        verified_archive=dict(type='dict'),
     )
     return spec
 
@@ -718,6 +734,30 @@ class TractorDb(object):
                 self.module.warn(note)
         return found
 
+    def reusable_verification(self, path):
+        """The RV(archive) of an earlier full read given as verified_archive, when it is of this very
+        file and the file has not changed since (same identity), and that read found no problem."""
+        earlier = self.params['verified_archive']
+        if not earlier:
+            return None
+        identity = earlier.get('identity')
+        if not isinstance(identity, dict) or not earlier.get('sha256') or earlier.get('problems') != [] \
+                or os.path.abspath(str(earlier.get('path') or '')) != os.path.abspath(path) \
+                or earlier.get('top_level') != self.top:
+            self.module.warn('verified_archive does not describe a complete read of %s without problems: '
+                             'the archive is read again' % path)
+            return None
+        try:
+            now = archive_utils.file_identity(path)
+        except OSError:
+            return None
+        if any(now.get(key) != identity.get(key) for key in ('dev', 'ino', 'size', 'mtime_ns', 'ctime_ns')):
+            self.module.warn('%s changed since it was verified (%s): it is read again'
+                             % (path, ', '.join(k for k in sorted(now) if now[k] != identity.get(k))))
+            return None
+        info = dict(earlier, path=path, identity=now, reused=True)
+        return info
+
     def verify_archive(self, path, level, scratch=None, sidecars=True):
         """sha256/manifest, full decompression and tar walk, then (restore) the scratch restore."""
         if not os.path.exists(path):
@@ -734,8 +774,9 @@ class TractorDb(object):
         if manifest is not None:
             self.result['manifest'] = manifest
         checks = []
+        reused = self.reusable_verification(path)
         try:
-            info = archive_utils.inspect_archive(path, top=self.top)
+            info = reused or archive_utils.inspect_archive_identified(path, top=self.top)
         except ArchiveError as exc:
             self.result['archive'] = exc.info
             msg = str(exc)
@@ -758,6 +799,9 @@ class TractorDb(object):
                       % (path, archive_utils.sidecar_paths(path)[1], '; '.join(problems)))
         if manifest is not None:
             checks.append('size and sha256 match the manifest')
+        if reused:
+            checks.append('unchanged since the full read of this run (device, inode, size, mtime and ctime '
+                          'as recorded then); that read found:')
         checks.append('gzip stream decompresses completely (%d bytes)' % info['size'])
         checks.append('tar walk: %d members, %d bytes of files' % (info['members'], info['file_bytes']))
         if info['problems']:

@@ -895,3 +895,61 @@ def test_paths_must_be_absolute(site, host, run):
         run(site.args(state="backup", path="backups/x.tgz")))
     assert "scratch_dir must be an absolute path" in failed(
         run(site.args(state="verify", path="/x.tgz", scratch_dir="scratch")))
+
+
+# -- verified_archive: one full read per run ----------------------------------------------------------------
+def test_verified_archive_spares_a_second_read_of_an_unchanged_file(site, host, run, monkeypatch):
+    path = site.archive()
+    earlier = ok(run(site.args(state="verify", path=path, verify="archive")))["archive"]
+    assert earlier["identity"]["size"] == os.path.getsize(path)
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the archive was read again")
+    monkeypatch.setattr(tractor_db.archive_utils, "inspect_archive", no_second_read)
+    site.make_cluster()
+    result = ok(run(site.args(state="absent", backup=path, verified_archive=earlier)))
+    assert result["changed"] is True and result["archive"]["reused"] is True
+    assert any(c.startswith("unchanged since the full read of this run") for c in result["checks"])
+    assert result["checks"][0] == "sha256 matches %s.sha256" % path  # the sidecar is still compared
+    result = ok(run(site.args(state="restore", path=path, verified_archive=earlier, force=True)))
+    assert result["changed"] is True and result["archive"]["reused"] is True
+
+
+def test_verified_archive_of_a_changed_file_is_not_trusted(site, host, run):
+    path = site.archive()
+    earlier = ok(run(site.args(state="verify", path=path, verify="archive")))["archive"]
+    stat_before = os.stat(path)
+    with open(path, "r+b") as handle:  # a flipped byte, then the old modification time set back
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    site.make_cluster()
+    result = run(site.args(state="absent", backup=path, verified_archive=earlier))
+    assert "do not restore it" in failed(result)
+    assert any("changed since it was verified (ctime_ns)" in w for w in warnings(result))
+    assert os.path.exists(os.path.join(site.db_dir, "PG_VERSION"))  # nothing destroyed
+
+
+@pytest.mark.parametrize("change", ["other path", "problems", "no identity", "forged sha256"])
+def test_verified_archive_that_does_not_fit_is_not_trusted(site, host, run, change):
+    path = site.archive()
+    other = site.archive("other.tgz")
+    earlier = ok(run(site.args(state="verify", path=other if change == "other path" else path,
+                               verify="archive")))["archive"]
+    if change == "problems":
+        earlier["problems"] = ["absolute path /etc"]
+    elif change == "no identity":
+        earlier.pop("identity")
+    elif change == "forged sha256":
+        earlier["sha256"] = "0" * 64
+    site.make_cluster()
+    result = run(site.args(state="absent", backup=path, verified_archive=earlier))
+    if change == "forged sha256":  # identity fits, but the .sha256 sidecar still disagrees
+        assert "the sha256 of %s is %s" % (path, "0" * 64) in failed(result)
+        assert os.path.exists(os.path.join(site.db_dir, "PG_VERSION"))
+        return
+    result = ok(result)
+    assert "reused" not in result["archive"] and result["changed"] is True
+    assert any("is read again" in w for w in warnings(result))
