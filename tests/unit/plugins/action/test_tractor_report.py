@@ -42,7 +42,7 @@ def test_writes_files_and_directories(report, tmp_path):
     assert (target / "engines" / "e1.json").read_text() == "{}\n"
     assert stat.S_IMODE((target / "report.md").stat().st_mode) == 0o644
     assert stat.S_IMODE((target / "engines").stat().st_mode) == 0o755
-    assert not [p for p in target.rglob(".tractor_report.*")]
+    assert not list(target.rglob(".tractor_report.*"))
 
 
 def test_second_write_changes_nothing(report, tmp_path):
