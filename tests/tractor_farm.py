@@ -225,6 +225,23 @@ def db_running(site, version="2.4") -> bool:
     return "is running on the data directory" in site.dbctl(version, "--status").stderr
 
 
+def spool_jobs(site):
+    """Two jobs (one task, two tasks) spooled to the site's running engine: the records a fault must not lose."""
+    engine = EngineProc(site, None)
+    engine.spool({"title": "one", "tasks": [{"title": "a", "argv": ["true"]}]})
+    engine.spool({"title": "two", "tasks": [{"title": "b", "argv": ["true"]}, {"title": "c", "argv": ["true"]}]})
+
+
+def stop_engine(site, database=False):
+    """Stop the engine without Ansible (SIGTERM to the daemon); with ``database``, also wait for the
+    PostgreSQL it shuts down (DBShutdown) to stop."""
+    for pid in engine_processes(site):
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not engine_processes(site), 120, "the engine to exit")
+    if database:
+        wait_for(lambda: not db_running(site), 60, "PostgreSQL to stop")
+
+
 def db_reachable(site) -> bool:
     """Whether PostgreSQL accepts connections on the site's DBConnection port."""
     try:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tractor_farm import Watcher, backup_problems, job_records, serving_version, wait_for
+from tractor_farm import Watcher, backup_problems, job_records, serving_version, spool_jobs, wait_for
 from tractor_sites import EngineProc
 
 # One worker runs the whole module (see conftest.py): its tests share one run.
@@ -28,12 +28,6 @@ LOCK = ".renderfarm-tractor.lock"
 # Room for the preflights (free space >= the ~46 MiB job database), filled by another writer as
 # soon as the backup's temporary archive appears.
 TMPFS_SIZE = "64m"
-
-
-def spool_jobs(site):
-    engine = EngineProc(site, None)
-    engine.spool({"title": "one", "tasks": [{"title": "a", "argv": ["true"]}]})
-    engine.spool({"title": "two", "tasks": [{"title": "b", "argv": ["true"]}, {"title": "c", "argv": ["true"]}]})
 
 
 @pytest.fixture(scope="module")

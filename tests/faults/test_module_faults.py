@@ -11,32 +11,17 @@ import gzip
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
 
 from tractor_farm import (
-    backup_problems, db_running, engine_processes, job_records, serving_version, wait_for,
+    backup_problems, db_running, engine_processes, job_records, serving_version, spool_jobs, stop_engine,
 )
 from tractor_sites import EngineProc
 
 # One worker runs the whole module (see conftest.py): its tests share one run.
 pytestmark = pytest.mark.xdist_group("restore-site")
-
-
-def spool_jobs(site):
-    engine = EngineProc(site, None)
-    engine.spool({"title": "one", "tasks": [{"title": "a", "argv": ["true"]}]})
-    engine.spool({"title": "two", "tasks": [{"title": "b", "argv": ["true"]}, {"title": "c", "argv": ["true"]}]})
-
-
-def stop_engine(site):
-    """Stop the engine (and with it PostgreSQL: DBShutdown) without Ansible: SIGTERM to the daemon."""
-    for pid in engine_processes(site):
-        os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not engine_processes(site), 120, "the engine to exit")
-    wait_for(lambda: not db_running(site), 60, "PostgreSQL to stop")
 
 
 def db_files(site) -> dict:
@@ -76,7 +61,7 @@ def test_04_disk_full_while_writing_the_checksum_and_manifest(farm, site, ansibl
     farm.add("prod", site, "2.2")
     farm.launch(("prod", "2.2"))
     spool_jobs(site)
-    stop_engine(site)
+    stop_engine(site, database=True)
     probe_dir = os.path.join(site.base, "probe")
     os.makedirs(probe_dir)
     os.chown(probe_dir, site.owner.pw_uid, site.owner.pw_gid)  # the EngineOwner writes backups
@@ -107,7 +92,7 @@ def restore_site(round_farm, ansible):
     farm.add("prod", site, "2.2")
     farm.launch(("prod", "2.2"))
     spool_jobs(site)
-    stop_engine(site)
+    stop_engine(site, database=True)
     good_dir = os.path.join(site.base, "backups")
     os.makedirs(good_dir)
     os.chown(good_dir, site.owner.pw_uid, site.owner.pw_gid)
@@ -116,7 +101,7 @@ def restore_site(round_farm, ansible):
     assert not result.get("failed"), result
     farm.launch(("prod", "2.2"))
     EngineProc(site, None).spool({"title": "after the backup", "tasks": [{"title": "d", "argv": ["true"]}]})
-    stop_engine(site)
+    stop_engine(site, database=True)
     return dict(site=site, good=good)
 
 

@@ -13,23 +13,12 @@ import signal
 import stat
 
 from tractor_farm import (
-    Watcher, backup_problems, backups, engine_processes, job_records, serving_version, wait_for,
+    Watcher, backup_problems, backups, engine_processes, job_records, serving_version, spool_jobs, stop_engine,
+    wait_for,
 )
 from tractor_sites import EngineProc
 
 LOCK = ".renderfarm-tractor.lock"
-
-
-def spool_jobs(site):
-    engine = EngineProc(site, None)
-    engine.spool({"title": "one", "tasks": [{"title": "a", "argv": ["true"]}]})
-    engine.spool({"title": "two", "tasks": [{"title": "b", "argv": ["true"]}, {"title": "c", "argv": ["true"]}]})
-
-
-def stop_engine(site):
-    for pid in engine_processes(site):
-        os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not engine_processes(site), 120, "the engine to exit")
 
 
 def pid_of(site):
