@@ -30,16 +30,8 @@ from tractor_ansible import REPO
 sys.path.insert(0, str(REPO / ".collections"))
 from ansible.module_utils.parsing.convert_bool import BOOLEANS  # noqa: E402
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    from unittest import mock
-    from ansible.module_utils import basic
-
-    @contextlib.contextmanager
-    def patch_module_args(args):
-        with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()):
-            yield
+# meta/runtime.yml requires ansible-core 2.19, which has this helper.
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 MODULES = {name: importlib.import_module(f"ansible_collections.renderfarm.tractor.plugins.modules.{name}")
            for name in ("tractor_db", "tractor_engine", "tractor_info", "tractor_jobcounter", "tractor_lock")}

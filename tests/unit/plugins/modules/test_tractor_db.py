@@ -25,13 +25,8 @@ from ansible.module_utils import basic
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as ta
 from ansible_collections.renderfarm.tractor.plugins.modules import tractor_db
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    @contextlib.contextmanager
-    def patch_module_args(args):
-        with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()):
-            yield
+# meta/runtime.yml requires ansible-core 2.19, which has this helper.
+from ansible.module_utils.testing import patch_module_args
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
 SYSID = 6100000000000000001
