@@ -26,10 +26,12 @@ __metaclass__ = type
 import collections
 import errno
 import glob
+import grp
 import gzip
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -261,10 +263,15 @@ def fsync_dir(path):
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def gzip_member(data, level):
-    """One complete gzip member (header, deflate stream, CRC32 and size trailer) of data."""
+def gzip_member(pieces, level):
+    """One complete gzip member (header, deflate stream, CRC32 and size trailer) of the bytes-like
+    ``pieces`` (one, or a list of them, compressed in order without joining them first)."""
+    if isinstance(pieces, (bytes, bytearray, memoryview)):
+        pieces = (pieces,)
     compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
-    return compressor.compress(data) + compressor.flush()
+    out = [compressor.compress(piece) for piece in pieces]
+    out.append(compressor.flush())
+    return b''.join(out)
 
 
 class HashingSink(object):
@@ -300,8 +307,9 @@ class ParallelGzipWriter(object):
         self.level = level
         self.workers = max(1, int(workers))
         self.block_size = block_size
-        # Input waiting for a full block: a list of chunks, joined once per block (growing one
-        # bytearray and cutting blocks off its front copied every byte many times over).
+        # Input waiting for a full block: views of the written chunks, handed to a worker as they
+        # are. zlib reads them in place, so no byte is copied before it is compressed (joining
+        # them cost the writing thread a copy of every byte, taken from the compressing threads).
         self.chunks = []
         self.buffered = 0
         self.pending = collections.deque()
@@ -329,23 +337,19 @@ class ParallelGzipWriter(object):
     def write(self, data):
         if self.closed:
             raise ValueError('write to a closed ParallelGzipWriter')
-        size = len(data)
-        if not size:
-            return 0
-        self.chunks.append(data if isinstance(data, bytes) else bytes(data))
-        self.buffered += size
+        # A bytes object is immutable and can be kept; anything else the caller may reuse.
+        view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast('B')
+        size = len(view)
         self.bytes_in += size
-        if self.buffered >= self.block_size:
-            joined = b''.join(self.chunks)
-            view = memoryview(joined)
-            start = 0
-            while len(joined) - start >= self.block_size:
-                # zlib reads the slice in place: the block is not copied again
-                self._submit(view[start:start + self.block_size])
-                start += self.block_size
-            rest = joined[start:]
-            self.chunks = [rest] if rest else []
-            self.buffered = len(rest)
+        while len(view):
+            piece = view[:self.block_size - self.buffered]
+            self.chunks.append(piece)
+            self.buffered += len(piece)
+            view = view[len(piece):]
+            if self.buffered == self.block_size:  # blocks of exactly block_size: the output
+                self._submit(self.chunks)         # does not depend on how the input was cut
+                self.chunks = []
+                self.buffered = 0
         return size
 
     def flush(self):
@@ -356,7 +360,7 @@ class ParallelGzipWriter(object):
             return
         try:
             if self.buffered or self.members + len(self.pending) == 0:
-                self._submit(b''.join(self.chunks))
+                self._submit(self.chunks)
                 self.chunks = []
                 self.buffered = 0
             while self.pending:
@@ -386,10 +390,12 @@ def write_tar_stream(src_dir, out, arcname=None):
     # Not tarfile's stream mode ('w|'): it re-buffers everything in 10 KiB records. Plain 'w'
     # writes headers and file data straight through (it only needs tell()), and copybufsize
     # hands the compressor file data in large pieces; the bytes written are the same.
-    tar = tarfile.open(fileobj=_PositionWriter(out), mode='w', format=tarfile.PAX_FORMAT,
+    # GNU format, as GNU tar (tractor-dbctl's `tar cfz`) writes by default: whole-second mtimes
+    # in the header. The POSIX format added an extended header to every file for the fraction.
+    tar = tarfile.open(fileobj=_PositionWriter(out), mode='w', format=tarfile.GNU_FORMAT,
                        copybufsize=TAR_COPY_BUFSIZE)
     try:
-        _add_tree(tar, src_dir, arcname, counts)
+        _add_tree(tar, src_dir, arcname, counts, {})
     finally:
         tar.close()
     return counts
@@ -411,8 +417,49 @@ class _PositionWriter(object):
         return self.position
 
 
-def _add_tree(tar, path, arcname, counts):
-    info = tar.gettarinfo(path, arcname)
+def _tar_info(tar, path, arcname, names):
+    """tar.gettarinfo(path, arcname), with the owner and group names looked up once per id.
+
+    gettarinfo asks the account database for every file; a job database has thousands of files
+    and one owner. Regular files with one link, directories and symbolic links are described
+    here exactly as gettarinfo does; anything else (hard links, devices, sockets) by gettarinfo.
+    """
+    st = os.lstat(path)
+    mode = st.st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode) or (stat.S_ISREG(mode) and st.st_nlink == 1)):
+        return tar.gettarinfo(path, arcname)
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(mode)
+    info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, st.st_mtime
+    for key, ident, lookup in (('u', st.st_uid, _user_name), ('g', st.st_gid, _group_name)):
+        if (key, ident) not in names:
+            names[key, ident] = lookup(ident)
+    info.uname, info.gname = names['u', st.st_uid], names['g', st.st_gid]
+    if stat.S_ISREG(mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    else:
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    return info
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ''
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ''
+
+
+def _add_tree(tar, path, arcname, counts, names):
+    info = _tar_info(tar, path, arcname, names)
     if info is None:
         counts['skipped'].append(arcname)
         return
@@ -425,7 +472,7 @@ def _add_tree(tar, path, arcname, counts):
     counts['members'] += 1
     if info.isdir():
         for name in sorted(os.listdir(path)):
-            _add_tree(tar, os.path.join(path, name), arcname + '/' + name, counts)
+            _add_tree(tar, os.path.join(path, name), arcname + '/' + name, counts, names)
 
 
 def write_archive(src_dir, raw, level=6, workers=1, block_size=DEFAULT_BLOCK_SIZE, arcname=None):

@@ -58,10 +58,13 @@ def load_literal(path):
 class SiteConfig(object):
     """The merged stock + site tractor.config and db.config of one engine."""
 
-    def __init__(self, install_dir, config_dir):
+    def __init__(self, install_dir, config_dir, planned=None):
+        """``planned``: {'tractor.config': dict, 'db.config': dict} read in place of the site files
+        of ``config_dir`` (a site configuration about to be written; the directory need not exist)."""
         self.install_dir = install_dir
         self.config_dir = config_dir
         self.stock_dir = os.path.join(install_dir, 'config')
+        self.planned = planned
         self.files = {}
         self.tractor = self._merge('tractor.config')
         self.db = self._merge('db.config')
@@ -69,11 +72,17 @@ class SiteConfig(object):
     def _merge(self, name):
         merged = {}
         used = []
-        for directory in (self.stock_dir, self.config_dir):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                merged.update(load_literal(path))
-                used.append(path)
+        stock = os.path.join(self.stock_dir, name)
+        if os.path.exists(stock):
+            merged.update(load_literal(stock))
+            used.append(stock)
+        site = os.path.join(self.config_dir, name)
+        if self.planned is not None:
+            # Laid over the stock file as the site file would be, with the same top-level update.
+            merged.update(self.planned.get(name) or {})
+        elif os.path.exists(site):
+            merged.update(load_literal(site))
+            used.append(site)
         self.files[name] = used
         return merged
 

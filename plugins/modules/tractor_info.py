@@ -53,6 +53,26 @@ options:
       - Walk the job database directory to report its size in bytes (RV(database.size)).
     type: bool
     default: true
+  planned_site_config:
+    description:
+      - Read these settings in place of the site C(tractor.config) and C(db.config) of O(config_dir),
+        for a site configuration that is about to be written. The stock files of the install are read
+        as usual, and these laid over them as the site files would be (a top-level update).
+      - With it, O(config_dir) need not exist yet. The staging playbook uses it to refuse an engine
+        that would collide with another one before it writes the engine's configuration, and so that
+        check mode checks a staging engine whose configuration does not exist yet.
+      - Values are what the files would hold, as Python literals are read (booleans as V(true)/V(false)).
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      tractor_config:
+        description: The keys of the site C(tractor.config).
+        type: dict
+        default: {}
+      db_config:
+        description: The keys of the site C(db.config).
+        type: dict
+        default: {}
 author:
   - renderfarm.tractor contributors (@renderfarm)
 '''
@@ -63,6 +83,16 @@ EXAMPLES = r'''
     version: "2.2"
     config_dir: /opt/pixar/config
   register: engine_info
+
+- name: Read a staging engine as it will be once its site configuration is written
+  renderfarm.tractor.tractor_info:
+    version: "2.4"
+    config_dir: /etc/tractor-staging
+    require_install: false
+    planned_site_config:
+      tractor_config: {EngineOwner: tractor, TractorDataDirectory: /var/spool/tractor-staging, ListenerPort: 8080}
+      db_config: {DBConnection: {host: localhost, port: 9877, dbname: tractor}}
+  register: staging_info
 
 - name: Refuse a job database on a network volume
   ansible.builtin.assert:
@@ -261,6 +291,10 @@ def main():
         require_install=dict(type='bool', default=True),
         measure_database=dict(type='bool', default=True),
         extra_paths=dict(type='list', elements='path', default=[]),
+        planned_site_config=dict(type='dict', options=dict(
+            tractor_config=dict(type='dict', default={}),
+            db_config=dict(type='dict', default={}),
+        )),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=COMMON_REQUIRED_ONE_OF,
                            supports_check_mode=True)
@@ -268,7 +302,10 @@ def main():
     params = module.params
     install_dir = params['install_dir'] or install_dir_for(params['version'])
     config_dir = params['config_dir']
-    if not os.path.isdir(config_dir):
+    planned = params['planned_site_config']
+    if planned is not None:
+        planned = {'tractor.config': planned['tractor_config'], 'db.config': planned['db_config']}
+    elif not os.path.isdir(config_dir):
         module.fail_json(msg='config_dir %s does not exist: give the site configuration directory the engine '
                              'runs with (its --configdir)' % config_dir)
     install_exists = os.path.isdir(install_dir)
@@ -276,7 +313,7 @@ def main():
         module.fail_json(msg='Tractor install %s not found: install or stage that version first, or set '
                              'install_dir' % install_dir)
     try:
-        config = SiteConfig(install_dir, config_dir)
+        config = SiteConfig(install_dir, config_dir, planned=planned)
     except TractorConfigError as exc:
         module.fail_json(msg=str(exc))
     missing = config.missing_keys() if install_exists else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tempfile
 import time
 
 import pytest
@@ -212,6 +213,35 @@ def test_check_mode_of_every_playbook_changes_nothing(farm, site):
     assert {e["result"] for e in farm.report("upgrade")["engines"]} == {"planned"}
 
 
+def test_upgrade_installs_its_version_from_a_package_and_check_mode_plans_it(farm, site, world):
+    """Phase 2 stages the new version from the site's tarball (unpacked into the install prefix);
+    check mode first reports the plan without installing or stopping anything."""
+    from tractor_emulator import dist, install as installer  # pylint: disable=import-outside-toplevel
+
+    prefix = tempfile.mkdtemp(prefix="prefix-", dir=world)  # this engine's own /opt/pixar
+    os.chmod(prefix, 0o755)
+    installer.install("2.2", prefix)
+    package = dist.dist("2.3", tempfile.mkdtemp(prefix="dist-", dir=world))["tarball"]
+    new_install = os.path.join(prefix, "Tractor-2.3")
+    farm.add("prod", site, "2.2", tractor_install_prefix=prefix)
+    started = farm.ansible.module("tractor_engine", {
+        "state": "started", "install_dir": os.path.join(prefix, "Tractor-2.2"), "config_dir": site.config_dir,
+        "service_manager": "direct"})
+    assert not started.get("failed"), started
+    before = engine_status(site)
+
+    farm.play("upgrade", check=True, upgrade_version="2.3", upgrade_package=package)
+    assert not os.path.exists(new_install)
+    assert engine_status(site)["pid"] == before["pid"] and engine_status(site)["version"] == "2.2"
+    record = farm.report("upgrade")["engines"][0]
+    assert record["result"] == "planned" and "would be installed from" in record["note"]
+
+    farm.play("upgrade", upgrade_version="2.3", upgrade_package=package)
+    assert os.access(os.path.join(new_install, "bin", "tractor-dbctl"), os.X_OK)
+    assert engine_status(site)["version"] == "2.3"
+    assert farm.report("upgrade")["engines"][0]["result"] == "ok"
+
+
 # -- staging beside production ---------------------------------------------------------------------
 def test_staging_engine_beside_production_and_a_colliding_one_refused(farm, site, make_site, owner, free_ports):
     staging_site = make_site()
@@ -235,12 +265,17 @@ def test_staging_engine_beside_production_and_a_colliding_one_refused(farm, site
     farm.play("staging")  # idempotent
     assert staged.call("ctrl?q=status")[2]["version"] == "2.4"
 
-    # A third engine configured on production's port is refused before it is started.
+    # A third engine configured on production's port is refused before anything of it is written
+    # (its configuration is checked as configure would write it), in check mode as for real.
     third = make_site()
-    farm.add("third", third, "2.4", staging=True, tractor_config_dir=os.path.join(third.base, "cfg"),
+    third_config, third_data = os.path.join(third.base, "cfg"), os.path.join(third.base, "third-data")
+    farm.add("third", third, "2.4", staging=True, tractor_config_dir=third_config,
              staging_listener_port=site.engine_port, staging_db_port=free_ports(1)[0],
-             staging_cmdlog_port=free_ports(1)[0], staging_data_dir=os.path.join(third.base, "data"),
+             staging_cmdlog_port=free_ports(1)[0], staging_data_dir=third_data,
              staging_engine_owner=owner.pw_name)
-    proc = farm.play("staging", expect_ok=False)
-    assert proc.returncode != 0 and f"use the same engine port {site.engine_port}" in proc.stdout
+    for check in (True, False):
+        proc = farm.play("staging", check=check, expect_ok=False)
+        assert proc.returncode != 0 and f"use the same engine port {site.engine_port}" in proc.stdout, check
+        assert "Refusing to touch third" in proc.stdout
+        assert not os.path.exists(third_config) and not os.path.exists(third_data), check
     assert engine_status(site)["pid"] == prod_pid

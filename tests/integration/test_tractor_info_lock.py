@@ -32,6 +32,30 @@ def test_info_missing_install_is_refused_unless_asked(site, ansible):
     assert ok["install"]["exists"] is False and ok["config"]["data_dir"] == site.data_dir
 
 
+def test_info_reads_a_planned_site_config_in_place_of_the_files(site, ansible, installs, tmp_path):
+    install = installs("2.4")
+    planned = {"tractor_config": {"EngineOwner": site.owner.pw_name, "ListenerPort": 8123,
+                                  "TractorDataDirectory": str(tmp_path / "staging-data")},
+               "db_config": {"DBConnection": {"host": "localhost", "port": 9988, "dbname": "tractor"}}}
+    missing = str(tmp_path / "not-written-yet")
+    refused = ansible.module("tractor_info", {"install_dir": install, "config_dir": missing})
+    assert refused["failed"] and f"config_dir {missing} does not exist" in refused["msg"]
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": missing,
+                                           "planned_site_config": planned})
+    assert not changed(info) and not os.path.exists(missing)
+    assert info["config"]["listener_port"] == 8123 and info["config"]["db_port"] == 9988
+    assert info["config"]["db_data_dir"] == str(tmp_path / "staging-data" / "psql")  # stock DBDataDir, expanded
+    assert info["config"]["db_shutdown"] is True  # the rest from the stock db.config
+    assert info["paths"]["config_dir"]["exists"] is False and info["paths"]["config_dir"]["realpath"] == missing
+    # The plan replaces the site files of an existing directory: its ListenerPort is not read.
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir,
+                                           "planned_site_config": planned})
+    assert info["config"]["listener_port"] == 8123 and info["config"]["db_port"] == 9988
+    bad = ansible.module("tractor_info", {"install_dir": install, "config_dir": missing,
+                                          "planned_site_config": {"tractor_config": [8080]}})
+    assert bad["failed"]
+
+
 def lock_args(site, run_id, **extra):
     args = {"path": os.path.join(site.data_dir, ".renderfarm-tractor.lock"), "run_id": run_id,
             "controller_host": socket.gethostname(), "controller_pid": os.getpid(), "purpose": "test"}

@@ -162,3 +162,15 @@ def test_missing_required_keys(dirs):
 def test_listener(dirs, value, expected):
     cfg = config(dirs, tractor='{"ListenerPort": %r}' % (value,))
     assert cfg.listener == expected
+
+
+def test_planned_site_config_replaces_the_site_files(dirs):
+    install, site = dirs
+    (site / "tractor.config").write_text('{"ListenerPort": 8181, "EngineOwner": "render"}')
+    planned = {"tractor.config": {"ListenerPort": 8080}, "db.config": {}}
+    cfg = SiteConfig(str(install), str(site), planned=planned)
+    assert cfg.listener == ("", 8080)
+    assert cfg.engine_owner == "tractor"  # the site file is not read: the stock owner stays
+    assert cfg.files["tractor.config"] == [str(install / "config" / "tractor.config")]
+    absent = SiteConfig(str(install), str(site / "not-yet"), planned=planned)
+    assert absent.listener == ("", 8080) and absent.missing_keys() == []
