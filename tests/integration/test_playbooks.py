@@ -277,5 +277,6 @@ def test_staging_engine_beside_production_and_a_colliding_one_refused(farm, site
         proc = farm.play("staging", check=check, expect_ok=False)
         assert proc.returncode != 0 and f"use the same engine port {site.engine_port}" in proc.stdout, check
         assert "Refusing to touch third" in proc.stdout
+        assert "Refusing to touch prod" not in proc.stdout  # only read: the collision is third's
         assert not os.path.exists(third_config) and not os.path.exists(third_data), check
     assert engine_status(site)["pid"] == prod_pid
