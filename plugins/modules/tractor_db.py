@@ -82,7 +82,7 @@ options:
         unless O(stop_database=true).
       - V(absent) and V(restore) also remove the record of paused jobs that
         M(renderfarm.tractor.tractor_engine) keeps in its default place,
-        C(<TractorDataDirectory>/.renderfarm-tractor-paused-jobs.json): its job ids belong to the
+        C(<TractorDataDirectory>/.renderfarm-tractor-paused-jobs.json). Its job ids belong to the
         database that was destroyed or replaced, so
         O(renderfarm.tractor.tractor_engine#module:dispatching=running) must not resume them
         in another.
