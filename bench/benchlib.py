@@ -460,6 +460,9 @@ def playbook(name: str, inventory: Path, extra: dict, collections: Path | None =
     argv = [VENV_BIN / "ansible-playbook", books / name, "-i", inventory, "-e", json.dumps(extra)]
     if forks:
         argv += ["--forks", str(forks)]
+    if timings is not None:
+        # the callback cannot create it (sections overhead and fleet run first in a fresh world)
+        timings.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     proc = run(argv, check=False, env=ansible_env(collections, timings, **(env_extra or {})))
     elapsed = time.perf_counter() - start

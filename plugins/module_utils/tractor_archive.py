@@ -834,6 +834,13 @@ def parse_rows(text, separator='\x1f'):
     return [line.split(separator) for line in (text or '').splitlines() if line != '']
 
 
+# What the restore check reads from the restored copy, in one query: tagged rows.
+CHECK_QUERY = ("SELECT 'param', name::text, value::text FROM param "
+               "UNION ALL SELECT 'live', count(*)::text, '' FROM ONLY job "
+               "UNION ALL SELECT 'all', count(*)::text, '' FROM job "
+               "UNION ALL SELECT 'server', current_setting('server_version'), ''")
+
+
 class RestoreCheck(object):
     """Restore an archive into a scratch directory, start PostgreSQL on it, read it, clean up.
 
@@ -932,18 +939,22 @@ class RestoreCheck(object):
                 raise ArchiveError('PostgreSQL did not start on the restored copy (rc=%s): %s%s'
                                    % (rc, (err or out or '').strip(), self._log_tail(log)),
                                    dict(rc=rc, stdout=out, stderr=err, cmd=' '.join(start)))
-            params = dict((row[0], row[1] if len(row) > 1 else '') for row in
-                          self.psql('SELECT name, value FROM param ORDER BY name'))
-            live = self.psql('SELECT count(*) FROM ONLY job')
-            every = self.psql('SELECT count(*) FROM job')
-            server = self.psql('SHOW server_version')
+            rows = self.psql(CHECK_QUERY)  # one psql run (each is a process and a connection)
         finally:
             self._stop(data, started)
+        params, found = {}, {}
+        for row in rows:
+            if row[0] == 'param' and len(row) > 1:
+                params[row[1]] = row[2] if len(row) > 2 else ''
+            elif len(row) > 1:
+                found[row[0]] = row[1]
+        if 'live' not in found or 'all' not in found:
+            raise ArchiveError('psql on the restored copy did not return the job counts: %r' % (rows[:5],))
         return dict(params=params, jidcounter=params.get('jidcounter'),
                     schema_version=params.get('schema-version'),
                     module_checksum=params.get('module-checksum'),
-                    job_count=int(live[0][0]), job_count_with_archive=int(every[0][0]),
-                    server_version=server[0][0] if server else None, port=self.port,
+                    job_count=int(found['live']), job_count_with_archive=int(found['all']),
+                    server_version=found.get('server'), port=self.port,
                     notes=list(self.notes))
 
     def _stop(self, data, started):

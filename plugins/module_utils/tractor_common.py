@@ -16,6 +16,11 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config 
 )
 
 
+# The record of the jobs tractor_engine dispatching=paused paused (in TractorDataDirectory). Its job
+# ids belong to one job database: tractor_db removes it when it destroys or replaces that database.
+PAUSED_JOBS_FILE = '.renderfarm-tractor-paused-jobs.json'
+
+
 def common_argument_spec():
     return dict(
         version=dict(type='str'),

@@ -78,7 +78,14 @@ options:
         C(tractor-dbctl --restore), and records a restore marker beside the data directory.
       - V(absent) runs C(tractor-dbctl --destroy). It refuses unless O(path) names an archive
         that verifies and is a backup of this very cluster (same PostgreSQL system identifier),
-        or O(force=true).
+        or O(force=true). It refuses while the engine answers, and while the database server runs
+        unless O(stop_database=true).
+      - V(absent) and V(restore) also remove the record of paused jobs that
+        M(renderfarm.tractor.tractor_engine) keeps in its default place,
+        C(<TractorDataDirectory>/.renderfarm-tractor-paused-jobs.json). Its job ids belong to the
+        database that was destroyed or replaced, so
+        O(renderfarm.tractor.tractor_engine#module:dispatching=running) must not resume them
+        in another.
     type: str
     choices: [status, started, stopped, backup, verify, restore, absent]
     default: status
@@ -150,7 +157,11 @@ options:
       - For O(state=backup). When the database server runs (and the engine does not), stop it
         with C(tractor-dbctl --stop) before the backup, as the runbook says. It stays stopped
         afterwards; the engine starts it again with C(--start-for-engine).
-      - With V(false) a running server makes the backup fail.
+      - For O(state=absent). A server still running on C(DBDataDir) (a killed engine leaves it
+        running) is stopped with C(tractor-dbctl --stop) just before C(--destroy), after every
+        check has passed (the engine does not answer, the backup verifies and belongs to this
+        cluster); no separate O(state=stopped) task is needed.
+      - With V(false) a running server makes the backup (or the destroy) fail.
     type: bool
     default: false
   force:
@@ -403,7 +414,7 @@ import zlib
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
-    COMMON_REQUIRED_ONE_OF, TractorModule, common_argument_spec,
+    COMMON_REQUIRED_ONE_OF, PAUSED_JOBS_FILE, TractorModule, common_argument_spec,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import (
     Dbctl, parse_check_upgrade, parse_upgrade,
@@ -1108,6 +1119,20 @@ class TractorDb(object):
                     running=status['running'],
                     restored_from=dict(archive=marker.get('archive'), sha256=marker.get('sha256')) if marker else None)
 
+    def forget_paused_jobs(self):
+        """Remove tractor_engine's record of paused jobs (in TractorDataDirectory): its job ids name
+        jobs of the database that was just destroyed or replaced, and must not be resumed in another."""
+        path = os.path.join(self.tm.config.data_dir, PAUSED_JOBS_FILE)
+        if not os.path.lexists(path):
+            return
+        if self.tm.record('remove the paused-jobs record %s (its jobs were in the destroyed database)' % path):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    self.fail('cannot remove the paused-jobs record %s: %s; remove it by hand (its job ids belong '
+                              'to the destroyed database)' % (path, exc))
+
     def refuse_if_running(self, status, action):
         self.refuse_if_engine(action)
         if status['running']:
@@ -1158,6 +1183,7 @@ class TractorDb(object):
         elif not status['data_dir_empty']:
             self.dbctl.change('--destroy')
         self.dbctl.change('--restore', path)
+        self.forget_paused_jobs()
         new_marker = dict(archive=path, sha256=info['sha256'], restored_at=archive_utils.utc_now(),
                           db_data_dir=self.db_dir, manifest_created=(manifest or {}).get('created'))
         if self.tm.record('write the restore marker %s' % mpath):
@@ -1181,13 +1207,18 @@ class TractorDb(object):
         marker = read_marker(mpath)
         before = self.data_dir_view(status, marker)
         if not status['data_dir_exists'] or status['data_dir_empty']:
+            self.forget_paused_jobs()
             self.set_diff(before, before)
             return
         path = self.params['path']
         if not path and not self.params['force']:
             self.fail('refusing to destroy the job database in %s without a backup: give path (the backup archive '
                       'of this database, it must verify) or set force: true' % self.db_dir)
-        self.refuse_if_running(status, 'destroying the job database')
+        # Every check before the first change: the engine, the server, the backup.
+        self.refuse_if_engine('destroying the job database')
+        if status['running'] and not self.params['stop_database']:
+            self.fail('the job database server is running on %s: stop the engine and database first (state=stopped) '
+                      'before destroying the job database, or set stop_database: true' % self.db_dir, status=status)
         if path:
             info, manifest, verification = self.verify_archive(path, self.verify_level)
             identity = archive_utils.data_dir_identity(self.db_dir)
@@ -1200,11 +1231,15 @@ class TractorDb(object):
             if not current:
                 self.module.warn('%s holds no readable global/pg_control: cannot check that %s is its backup'
                                  % (self.db_dir, path))
+        if status['running']:
+            self.dbctl.change('--stop')  # stop_database (a killed engine leaves its server running)
         self.dbctl.change('--destroy')
         if marker is not None or os.path.exists(mpath):
             if self.tm.record('remove the restore marker %s' % mpath):
                 os.unlink(mpath)
-        after = dict(status, data_dir_empty=True, initialized=False)
+        self.forget_paused_jobs()
+        after = dict(status, data_dir_empty=True, initialized=False, running=False, reachable=False,
+                     database_exists=None)
         if not self.module.check_mode:
             after = self.read_status()
         self.result['status'] = after

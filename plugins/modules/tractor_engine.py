@@ -444,14 +444,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
-    COMMON_REQUIRED_ONE_OF, TractorModule, common_argument_spec,
+    COMMON_REQUIRED_ONE_OF, PAUSED_JOBS_FILE, TractorModule, common_argument_spec,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import Dbctl
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
     DISPATCH_SWITCH_QUERY, EngineClient, EngineRefused, EngineUnavailable, parse_server_header,
 )
 
-PAUSED_JOBS_FILE = '.renderfarm-tractor-paused-jobs.json'
 DEFAULT_PIDFILE = 'tractor-engine.pid'
 DEFAULT_LOG = 'engine.log'
 # Variables of the service settings files (see the service_settings option).

@@ -73,6 +73,14 @@ options:
         description: The keys of the site C(db.config).
         type: dict
         default: {}
+  target_install_dir:
+    description:
+      - Another install of Tractor to check in the same run, for example the version an upgrade
+        or downgrade goes to (RV(target_install)). It need not exist yet. When it exists, its
+        stock configuration merged with the site files of O(config_dir) must be complete, as
+        for a separate run of this module with O(install_dir) set to it and
+        O(require_install=false).
+    type: path
 author:
   - renderfarm.tractor contributors (@renderfarm)
 '''
@@ -106,6 +114,11 @@ install:
   returned: always
   type: dict
   sample: {"dir": "/opt/pixar/Tractor-2.2", "exists": true, "dbctl": true, "engine": true, "tq": true}
+target_install:
+  description: O(target_install_dir) and whether it holds the tools; V(null) without it.
+  returned: always
+  type: dict
+  sample: {"dir": "/opt/pixar/Tractor-2.4", "exists": true, "dbctl": true, "engine": true, "tq": true}
 config:
   description: Values of the merged configuration the other modules and roles use.
   returned: always
@@ -285,6 +298,14 @@ def machine_identity():
     return dict(hostname=socket.gethostname(), id=socket.gethostname())
 
 
+def describe_install(install_dir):
+    """An install directory and whether it holds the tools the modules run."""
+    return dict(dir=install_dir, exists=os.path.isdir(install_dir),
+                dbctl=os.access(os.path.join(install_dir, 'bin', 'tractor-dbctl'), os.X_OK),
+                engine=os.access(os.path.join(install_dir, 'bin', 'tractor-engine'), os.X_OK),
+                tq=os.access(os.path.join(install_dir, 'bin', 'tq'), os.X_OK))
+
+
 def main():
     argument_spec = common_argument_spec()
     argument_spec.update(
@@ -295,6 +316,7 @@ def main():
             tractor_config=dict(type='dict', default={}),
             db_config=dict(type='dict', default={}),
         )),
+        target_install_dir=dict(type='path'),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_one_of=COMMON_REQUIRED_ONE_OF,
                            supports_check_mode=True)
@@ -321,6 +343,19 @@ def main():
         module.fail_json(msg='required settings missing from the merged configuration: %s; add them to the site '
                              'files in %s' % (', '.join(missing), config_dir))
 
+    target = None
+    if params['target_install_dir']:
+        target = describe_install(params['target_install_dir'])
+        if target['exists']:
+            try:
+                missing = SiteConfig(target["dir"], config_dir, planned=planned).missing_keys()
+            except TractorConfigError as exc:
+                module.fail_json(msg='%s (with the install %s)' % (exc, target['dir']))
+            if missing:
+                module.fail_json(msg='required settings missing from the configuration merged with the install %s: '
+                                     '%s; add them to the site files in %s' % (target['dir'], ', '.join(missing),
+                                                                               config_dir))
+
     try:
         with open('/proc/self/mountinfo') as handle:
             mounts = parse_mountinfo(handle.read())
@@ -340,10 +375,8 @@ def main():
     initialised = os.path.isfile(os.path.join(db_dir, 'PG_VERSION'))
     module.exit_json(
         changed=False,
-        install=dict(dir=install_dir, exists=install_exists,
-                     dbctl=os.access(os.path.join(install_dir, 'bin', 'tractor-dbctl'), os.X_OK),
-                     engine=os.access(os.path.join(install_dir, 'bin', 'tractor-engine'), os.X_OK),
-                     tq=os.access(os.path.join(install_dir, 'bin', 'tq'), os.X_OK)),
+        install=describe_install(install_dir),
+        target_install=target,
         config=dict(
             data_dir=config.data_dir, db_data_dir=db_dir, db_host=conn['host'], db_port=int(conn['port']),
             db_name=conn['dbname'], listener_host=listen_host, listener_port=listen_port,

@@ -123,6 +123,8 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     assert params(site, "2.2")["jidcounter"] == "100"  # step 8
     entry = farm.report("downgrade")["engines"][0]
     assert entry["result"] == "ok" and entry["version_after"] == "2.2"
+    # the archive was read in full once (the verification); steps 4 and 5 trusted that read
+    assert int(entry["backup"]["full_reads"]) == 1, entry["backup"]
 
     # Re-run: the old version already serves, nothing is destroyed again.
     pid = status["pid"]

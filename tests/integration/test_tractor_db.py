@@ -274,6 +274,53 @@ def test_emulator_dbctl_restores_a_native_archive(site, ansible):
     ok(site.dbctl(V22, "--stop"))
 
 
+def test_verified_archive_is_trusted_only_while_the_file_is_unchanged(site, ansible):
+    """The downgrade's steps 4 and 5 pass the verification's read (verified_archive): an unchanged
+    archive is not read again; a touched or replaced one is, and a replaced damaged copy is caught."""
+    seed(site)
+    ok(site.dbctl(V22, "--stop"))
+    path = os.path.join(backup_dir(site), "db.tgz")
+    assert changed(ansible.module("tractor_db", args(site, state="backup", path=path, verify="archive"), become=True))
+    first = ansible.module("tractor_db", args(site, state="verify", path=path, verify="archive"), become=True)
+    assert not changed(first) and "reused" not in first["archive"] and first["archive"]["identity"]
+    earlier = first["archive"]
+
+    # unchanged: trusted (check mode: the destroy is only planned, the reads are real)
+    reused = ansible.module("tractor_db", args(site, state="absent", path=path, verified_archive=earlier),
+                            check=True, become=True)
+    assert changed(reused) and reused["archive"]["reused"] is True
+    assert any("unchanged since the full read" in c for c in reused["checks"])
+    restore = ansible.module("tractor_db", args(site, state="restore", path=path, force=True,
+                                                verified_archive=earlier), check=True, become=True)
+    assert changed(restore) and restore["archive"]["reused"] is True
+    assert "PG_VERSION" in os.listdir(site.db_dir)  # check mode destroyed nothing
+
+    # touched (same bytes, new mtime/ctime): read again
+    os.utime(path)
+    again = ansible.module("tractor_db", args(site, state="absent", path=path, verified_archive=earlier),
+                           check=True, become=True)
+    assert changed(again) and "reused" not in again["archive"]
+    assert "changed since it was verified" in again["_stderr"]
+    assert again["archive"]["sha256"] == earlier["sha256"]
+
+    # replaced by a damaged copy of the same size and mtime: read again, and the damage is caught
+    stat_before = os.stat(path)
+    copy = path + ".new"
+    with open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    data[len(data) // 2] ^= 0xFF
+    with open(copy, "wb") as handle:
+        handle.write(data)
+    give(site, copy)
+    os.chmod(copy, 0o600)
+    os.utime(copy, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    os.replace(copy, path)
+    msg = failed(ansible.module("tractor_db", args(site, state="absent", path=path, verified_archive=earlier),
+                                become=True))
+    assert "the sha256 of %s is" % path in msg or "damaged" in msg
+    assert "PG_VERSION" in os.listdir(site.db_dir)  # nothing was destroyed
+
+
 def test_verify_an_emulator_backup_and_catch_damage(site, ansible):
     seed(site)
     ok(site.dbctl(V22, "--stop"))

@@ -56,6 +56,19 @@ def test_info_reads_a_planned_site_config_in_place_of_the_files(site, ansible, i
     assert bad["failed"]
 
 
+def test_info_reads_the_target_install_in_the_same_run(site, ansible, installs):
+    install, target = installs("2.2"), installs("2.4")
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir,
+                                           "target_install_dir": target})
+    assert info["target_install"] == {"dir": target, "exists": True, "dbctl": True, "engine": True, "tq": True}
+    assert info["install"]["dir"] == install
+    missing = os.path.join(os.path.dirname(target), "Tractor-9.9")
+    info = ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir,
+                                           "target_install_dir": missing})
+    assert info["target_install"]["exists"] is False and info["target_install"]["dbctl"] is False
+    assert ansible.module("tractor_info", {"install_dir": install, "config_dir": site.config_dir})["target_install"] is None
+
+
 def lock_args(site, run_id, **extra):
     args = {"path": os.path.join(site.data_dir, ".renderfarm-tractor.lock"), "run_id": run_id,
             "controller_host": socket.gethostname(), "controller_pid": os.getpid(), "purpose": "test"}

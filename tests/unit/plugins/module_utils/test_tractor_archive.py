@@ -481,14 +481,10 @@ class FakePg(object):
             sql = argv[-1]
             if self.psql_fail and self.psql_fail in sql:
                 return 2, "", 'ERROR:  relation "job" does not exist\n'
-            if sql.startswith("SELECT name, value FROM param"):
-                return 0, "".join(f"{k}\x1f{v}\n" for k, v in sorted(self.params.items())), ""
-            if "ONLY job" in sql:
-                return 0, "3\n", ""
-            if "FROM job" in sql:
-                return 0, "5\n", ""
-            if sql.startswith("SHOW server_version"):
-                return 0, "15.5\n", ""
+            if sql == ta.CHECK_QUERY:
+                rows = [f"param\x1f{k}\x1f{v}" for k, v in sorted(self.params.items())]
+                rows += ["live\x1f3\x1f", "all\x1f5\x1f", "server\x1f15.5\x1f"]
+                return 0, "".join(row + "\n" for row in rows), ""
         raise AssertionError(f"unexpected command {argv}")
 
 

@@ -220,12 +220,10 @@ class FakeHost(object):
 
     def do_psql(self, argv):
         sql = argv[-1]
-        if sql.startswith("SELECT name, value FROM param"):
-            return 0, "".join("%s\x1f%s\n" % item for item in sorted(self.params.items())), ""
-        if "count(*)" in sql:
-            return 0, "%d\n" % self.jobs, ""
-        if sql.startswith("SHOW server_version"):
-            return 0, "15.5\n", ""
+        if sql.startswith("SELECT 'param', name::text, value::text FROM param"):  # the one check query
+            rows = ["param\x1f%s\x1f%s" % item for item in sorted(self.params.items())]
+            rows += ["live\x1f%d\x1f" % self.jobs, "all\x1f%d\x1f" % self.jobs, "server\x1f15.5\x1f"]
+            return 0, "".join(row + "\n" for row in rows), ""
         raise AssertionError(sql)
 
 
@@ -509,7 +507,7 @@ def test_backup_native_with_restore_verification(site, host, run, pg_bindir):
     assert [c.split(" ")[0] for c in result["commands"]] == ["write", "write", "write", "rename"]
     assert result["verification"]["scratch_removed"] is True
     assert [os.path.basename(c[0]) for c in host.calls if os.path.basename(c[0]) in ("pg_ctl", "psql")] == \
-        ["pg_ctl", "psql", "psql", "psql", "psql", "pg_ctl"]
+        ["pg_ctl", "psql", "pg_ctl"]  # one psql run reads everything
 
     again = ok(run(site.args(state="backup", path=path, pg_bindir=pg_bindir)))
     assert again["changed"] is False and again["backup"]["manifest"] == manifest and again["commands"] == []
@@ -847,6 +845,45 @@ def test_absent_refusals(site, host, run):
     assert host.ops().count("--destroy") == 0
     host.running = False
     assert ok(run(site.args(state="absent", backup=path, force=True)))["changed"] is True
+
+
+def test_absent_stops_a_running_server_only_with_stop_database_and_after_the_checks(site, host, run):
+    path = site.archive()
+    site.make_cluster(sysid=42)
+    host.running = True
+    # another cluster's backup: refused before anything changes, the server keeps running
+    msg = failed(run(site.args(state="absent", backup=path, stop_database=True)))
+    assert "is not a backup of the database" in msg and host.running is True
+    assert "--stop" not in host.ops() and "--destroy" not in host.ops()
+    site.make_cluster()  # now the archive is this cluster's backup
+    host.running = True
+    planned = ok(run(site.args(state="absent", backup=path, stop_database=True), check=True))
+    assert host.running is True and [c.split()[-1] for c in planned["commands"]] == ["--stop", "--destroy"]
+    result = ok(run(site.args(state="absent", backup=path, stop_database=True)))
+    assert result["changed"] is True and host.running is False and os.listdir(site.db_dir) == []
+    assert [c.split()[-1] for c in result["commands"]] == ["--stop", "--destroy"]
+    assert result["status"]["running"] is False
+
+
+def test_destroy_and_restore_forget_the_paused_jobs_record(site, host, run):
+    record = os.path.join(site.data_dir, ".renderfarm-tractor-paused-jobs.json")
+    path = site.archive()
+    site.make_cluster()
+    with open(record, "w") as handle:
+        handle.write('{"paused_jobs": [7]}')
+    planned = ok(run(site.args(state="absent", backup=path), check=True))
+    assert os.path.exists(record) and any("paused-jobs record" in c for c in planned["commands"])
+    result = ok(run(site.args(state="absent", backup=path)))
+    assert not os.path.exists(record) and any("paused-jobs record" in c for c in result["commands"])
+    with open(record, "w") as handle:
+        handle.write('{"paused_jobs": [7]}')
+    result = ok(run(site.args(state="restore", path=path)))
+    assert result["changed"] is True and not os.path.exists(record)
+    # a restore that changes nothing (the marker says this archive) leaves a record alone
+    with open(record, "w") as handle:
+        handle.write('{"paused_jobs": [8]}')
+    again = ok(run(site.args(state="restore", path=path)))
+    assert again["changed"] is False and os.path.exists(record)
 
 
 def test_absent_without_pg_control_warns(site, host, run):
