@@ -81,6 +81,7 @@ options:
         for a separate run of this module with O(install_dir) set to it and
         O(require_install=false).
     type: path
+    version_added: 1.1.0
 author:
   - renderfarm.tractor contributors (@renderfarm)
 '''
