@@ -71,12 +71,19 @@ def why_backup(r: dict) -> str:
         if autogroup(r) == 1:
             text += (", and the kernel shares the CPUs between sessions (sched_autogroup), not threads: the "
                      "bench's session got its share whether it ran one thread or three")
-        text += ". The CPU cost per MB is the same as gzip's"
+        native_cpu = largest["cpu_seconds"]["native"]["median"]
+        dbctl_cpu = largest["cpu_seconds"]["dbctl"]["median"]
+        text += (f". The native writer's CPU cost was {fmt(100 * native_cpu / dbctl_cpu, 0)}% of dbctl's "
+                 "(tar and gzip) for the same bytes")
         par = r["sections"].get("parallel")
         if par:
             text += (f"; given the two cores (the parallel check below: the bench's session raised over the others "
                      f"for a minute) the native writer was {par['speedup_native_2_threads_vs_dbctl']}x dbctl at "
                      f"{int(par['tasks']):,} tasks, using {par['cores_used']['native_2_threads']} cores.")
+        elif native_cpu < dbctl_cpu and cores["native"] < cores["dbctl"]:
+            text += (f": it lost on time because it kept fewer cores busy ({fmt(cores['native'])} against "
+                     f"{fmt(cores['dbctl'])} for tar and gzip, two processes) at this load. Only a run with "
+                     "a second core free shows what the split buys (BENCH_SECTIONS=parallel).")
         else:
             text += ", so it is faster only where a second core is free; here it was not."
     else:
@@ -90,10 +97,19 @@ def why_downtime(r: dict) -> str:
     s = worst["seconds"]
     extra = s["role"]["median"] - worst["baseline_restart_plus_migration_s"]
     text = (f"Worst at {int(worst['tasks']):,} tasks: role {fmt(s['role']['median'])} s, bare restart "
-            f"{fmt(s['bare_restart']['median'])} s + migration {fmt(s['migration']['median'])} s; the role's "
-            f"{fmt(extra)} s more is one `tractor_engine` module run inside the window (its start-up, the "
-            "stop and the health polling it does itself, as the bare script's `kill`/`sleep` loop does), "
-            "which weighs most where the migration is short. ")
+            f"{fmt(s['bare_restart']['median'])} s + migration {fmt(s['migration']['median'])} s. ")
+    noisy = max(s["role"].get("spread_pct", 0), s["bare_switch"].get("spread_pct", 0)) > 50
+    if noisy:
+        # The repetitions say more than the medians when the machine was busy: show them.
+        text += (f"The repetitions there ranged {fmt(s['role']['min'])}-{fmt(s['role']['max'])} s for the role and "
+                 f"{fmt(s['bare_switch']['min'])}-{fmt(s['bare_switch']['max'])} s for the bare switch (the same "
+                 "version change on the same data, without Ansible), so at this load most of the role's "
+                 f"{fmt(extra)} s more is the spread between runs; ")
+    else:
+        text += f"The role's {fmt(extra)} s more "
+    text += ("what the role adds inside the window is one `tractor_engine` module run (its start-up, the "
+             "stop and the health polling it does itself, as the bare script's `kill`/`sleep` loop does), "
+             "which weighs most where the migration is short. ")
     bigger = [e for e in dt.values() if e is not worst]
     if bigger:
         best = min(dt.values(), key=lambda e: e["ratio_role_vs_restart_plus_migration"])
