@@ -55,6 +55,20 @@ def world(owner):
 
 
 @pytest.fixture(scope="session")
+def initdb_template_cache(world, owner):
+    """New clusters are copies of one initdb run (with a system identifier of their own: INVENTED,
+    emulator/README.md) rather than an initdb each: seconds per engine site saved. The tools the
+    tests start inherit the setting (tests/tractor_sites.py passes it through its clean
+    environments); it lives in this session's world and goes with it."""
+    cache = os.path.join(world, "initdb-cache")
+    os.makedirs(cache)
+    os.chown(cache, owner.pw_uid, owner.pw_gid)
+    os.environ["TRACTOR_EMULATOR_INITDB_CACHE"] = cache
+    yield cache
+    os.environ.pop("TRACTOR_EMULATOR_INITDB_CACHE", None)
+
+
+@pytest.fixture(scope="session")
 def prefix(world):
     path = os.path.join(world, "opt-pixar")
     os.makedirs(path)
@@ -63,7 +77,7 @@ def prefix(world):
 
 
 @pytest.fixture(scope="session")
-def installs(prefix):
+def installs(prefix, initdb_template_cache):
     """Lazily installed versions: installs('2.2') -> install root."""
     done: dict[str, str] = {}
 

@@ -21,6 +21,15 @@ import urllib.request
 OWNER_NAME = "tractor"
 
 
+# The emulator's initdb template cache (emulator/tractor_emulator/pg.py), set up by tests/conftest.py:
+# the tools started here get it like those started through Ansible (which inherit the environment).
+PASSED_THROUGH = ("TRACTOR_EMULATOR_INITDB_CACHE",)
+
+
+def passed_through() -> dict:
+    return {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,7 +87,8 @@ class Site:
         if as_owner and os.geteuid() == 0:
             kwargs = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
         full_env = {"PATH": "/usr/bin:/bin", "HOME": self.owner.pw_dir if as_owner else os.environ.get("HOME", "/"),
-                    "USER": self.owner.pw_name if as_owner else os.environ.get("USER", "root"), "LANG": "C.UTF-8"}
+                    "USER": self.owner.pw_name if as_owner else os.environ.get("USER", "root"), "LANG": "C.UTF-8",
+                    **passed_through()}
         full_env.update(env or {})
         return subprocess.run(argv, capture_output=True, text=True, cwd=self.base, env=full_env,
                               timeout=timeout, check=False, **kwargs)
@@ -92,7 +102,7 @@ class Site:
         if os.geteuid() == 0:
             kwargs = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
         full_env = {"PATH": "/usr/bin:/bin", "HOME": self.owner.pw_dir, "USER": self.owner.pw_name,
-                    "LANG": "C.UTF-8"}
+                    "LANG": "C.UTF-8", **passed_through()}
         full_env.update(env or {})
         log = open(os.path.join(self.base, log_name), "ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.base, env=full_env,

@@ -410,10 +410,16 @@ class DbCtl:
         self.log(f"Initializing postgres database directory {self.data_dir}.")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        proc = self.server.run([self.server.tool("initdb"), "-D", self.data_dir, "--username", "root",
-                                "--auth", "trust", "--encoding", "UTF8", "--locale", "C", "--no-sync"])
-        if proc.returncode != 0:
-            raise DBControlToolError(f"Unable to initialize {self.data_dir}: {proc.stderr.strip()}")
+        initdb = [self.server.tool("initdb"), "--username", "root", "--auth", "trust", "--encoding", "UTF8",
+                  "--locale", "C", "--no-sync"]
+        cache = os.environ.get(pg.INITDB_CACHE_ENV)
+        if cache:
+            error = pg.init_from_template(self.server, initdb, self.data_dir, cache)
+        else:
+            proc = self.server.run(initdb[:1] + ["-D", self.data_dir] + initdb[1:])
+            error = proc.stderr.strip() if proc.returncode != 0 else None
+        if error is not None:
+            raise DBControlToolError(f"Unable to initialize {self.data_dir}: {error}")
         with open(os.path.join(self.data_dir, "postgresql.conf"), "a", encoding="utf-8") as handle:
             handle.write(EMULATOR_PG_SETTINGS)
             handle.write(f"include_if_exists='{os.path.join(self.data_dir, 'includes.conf')}'\n")

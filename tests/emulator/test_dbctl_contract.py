@@ -393,3 +393,25 @@ def test_log_helpers(site):
     name = ok(site.dbctl("2.2", "--log-filename", "--log-day", "monday")).stdout.strip()
     assert name == os.path.join(site.db_dir, "pg_log", "log.1.csv")
     refused(site.dbctl("2.2", "--log-filename", "--log-day", "someday"), "Invalid --log-day")
+
+
+# -- the test harness's initdb template (emulator/README.md, INVENTED) ------------------------------
+def test_clusters_copied_from_the_initdb_template_are_distinct_and_start(make_site, initdb_template_cache):
+    """The suites make clusters by copying one initdb (TRACTOR_EMULATOR_INITDB_CACHE): each copy
+    must still be a cluster of its own (system identifier, which tractor_db compares to refuse a
+    backup of another cluster) that PostgreSQL accepts (pg_control's CRC, the WAL's identifier)."""
+    from tractor_farm import pg_tool
+
+    sites = [make_site(), make_site()]
+    identifiers = []
+    for site in sites:
+        ok(site.dbctl("2.2", "--init"))
+        control = ok(site.run([pg_tool("pg_controldata"), site.db_dir])).stdout
+        identifiers.append([line.split(":", 1)[1].strip() for line in control.splitlines()
+                            if line.startswith("Database system identifier")][0])
+        ok(site.dbctl("2.2", "--start"))
+        ok(site.dbctl("2.2", "--build"))
+        assert params(site, "2.2")["schema-version"] == "2.2-4"
+        ok(site.dbctl("2.2", "--stop"))
+    assert identifiers[0] != identifiers[1]
+    assert [name for name in os.listdir(initdb_template_cache) if name.startswith("initdb-")]  # copies, not initdb
