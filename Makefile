@@ -54,9 +54,9 @@ ANSIBLE_PACKAGE_VERSION = $(shell sed -n 's/^ansible==\([0-9][0-9.]*\).*/\1/p' $
 COLLECTIONS_STAMP = $(COLLECTIONS_CACHE)/.from-ansible-$(ANSIBLE_PACKAGE_VERSION)
 
 # pytest: one run over every suite that exists; extra options via PYTEST_ARGS=...
-# The heaviest suites first: xdist hands tests out in this order, and the light ones then fill the
-# end of the run on both workers instead of one worker finishing the last long playbook alone.
-TEST_SUITES = $(wildcard tests/faults tests/integration tests/emulator tests/unit tests/collection)
+# tests/unit first: a unit test of a module that runs in a worker after a test that imported
+# ansible's controller code sees module warnings collected the controller's way, and fails.
+TEST_SUITES = $(wildcard tests/unit tests/emulator tests/integration tests/faults tests/collection)
 CHECK_SUITES = $(or $(wildcard tests/unit tests/emulator),tests/emulator)
 PYTEST_ARGS ?=
 # pytest-xdist workers: the suites are mostly real processes waiting on each other, two use both cores.

@@ -34,7 +34,7 @@ ENTRY_POINTS = {
     "backup": {"main", "run"},
     "upgrade": {"main", "stage"},
     "downgrade": {"main", "run"},
-    "staging": {"main", "configure"},
+    "staging": {"main", "configure", "plan"},
     "report": {"main", "record"},
 }
 # Shared inventory variables the preflight asserts instead of defaulting.
@@ -276,6 +276,7 @@ CALLS = [
     ("engine", "downgrade", "run", {"downgrade_version": "{{ tractor_version }}", "downgrade_backup": "/b/engine/x.tgz",
                                     "downgrade_verify": "archive", "downgrade_lock": False,
                                     "downgrade_rollback": True}),
+    ("staging", "staging", "plan", {}),
     ("staging", "staging", "configure", {}),
     ("staging", "staging", "main", {"staging_fail_on_error": False}),
     ("localhost", "report", "main", {"report_playbook": "specs", "report_hosts": ["engine", "staging"]}),
