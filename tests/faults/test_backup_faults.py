@@ -75,9 +75,12 @@ def backup_round(round_farm, tmpfs):
     text = open(path, encoding="utf-8").read()
     sites["owner"].write("tractor.config", text.replace(f'"EngineOwner": "{sites["owner"].owner.pw_name}"',
                                                         '"EngineOwner": "nosuchowner"'))
-    # 10b: DBDataDir was chowned to root (e.g. files restored by hand as root). (PostgreSQL, which
-    # runs as the EngineOwner, cannot open new connections on it; the engine keeps its own.)
+    # 10b: DBDataDir was chowned to root (e.g. files restored by hand as root). Mode 0755 keeps it
+    # traversable: with 0700 the running PostgreSQL (the EngineOwner) loses its own directory and
+    # shuts itself down at its next once-a-minute check of postmaster.pid, so on a slow run the
+    # engine died of the fault injection, not of anything the backup did.
     os.chown(sites["dbdir"].db_dir, 0, 0)
+    os.chmod(sites["dbdir"].db_dir, 0o755)
     # 4: the disk fills while the archive is written (another writer takes all the free space).
     def fill_the_disk(w):
         w.until(lambda: [n for n in os.listdir(os.path.join(tmpfs, "full")) if ".tmp" in n]
@@ -96,6 +99,7 @@ def backup_round(round_farm, tmpfs):
     finally:
         filler.finish()
         os.chown(sites["dbdir"].db_dir, sites["dbdir"].owner.pw_uid, sites["dbdir"].owner.pw_gid)
+        os.chmod(sites["dbdir"].db_dir, 0o700)
         holder.kill()
         holder.wait()
     report = {entry["engine"]: entry for entry in farm.report("backup")["engines"]}
