@@ -11,12 +11,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import tempfile
 import time
 
 import pytest
 
-from tractor_farm import Farm, engine_status, params, tree_digest, wait_done
+from tractor_farm import Farm, engine_status, params, tree_digest, wait_done, wait_for
 from tractor_sites import EngineProc
 
 
@@ -110,9 +111,25 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     wait_done(new, lost)
     lost_logs = os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{lost}")
     assert os.path.isdir(lost_logs)
+    # A command still running when the downgrade starts (steps 1-3 are about it).
+    running = new.spool({"title": "running", "tasks": [{"title": "t", "argv": ["sleep", "600"]}]})
+    blade_log = os.path.join(site.base, "blade-blade.log")
+    wait_for(lambda: re.search(rf"J{running} T1 .*started pid", open(blade_log, encoding="utf-8").read()), 60,
+             lambda: open(blade_log, encoding="utf-8").read()[-4000:])
 
     farm.play("downgrade", tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup,
               downgrade_job_counter=100)
+
+    # Steps 1-3 in order: the engine that `tq retry active` told (the 2.4 one) had the blade kill
+    # the running command before step 3 killed that engine; a blade that hears of the retry only
+    # from the restarted engine would first have found its engine unreachable.
+    lines = open(blade_log, encoding="utf-8").read().splitlines()
+    started = [i for i, line in enumerate(lines) if re.search(rf"J{running} T1 .*started pid", line)]
+    assert len(started) == 1, "\n".join(lines[-40:])  # step 1 paused dispatching: never dispatched again
+    asked = [i for i, line in enumerate(lines) if f"engine asked to kill J{running} T1 " in line]
+    lost_engine = [i for i, line in enumerate(lines[started[0]:], started[0]) if "unreachable" in line]
+    assert asked, "\n".join(lines[-40:])
+    assert not lost_engine or asked[0] < lost_engine[0], "\n".join(lines[started[0]:])
 
     status = engine_status(site)
     assert status["version"] == "2.2" and status["schema-version"] == "2.2-4"
