@@ -4,9 +4,17 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A client of the engine's URL API (/Tractor/<verb>?...) on Ansible's own URL helpers.
 
-Every engine reply carries ``Server: Pixar_Tractor/<major.minor> (<date> <build> <platform>)``;
-that header is how the running version is read.  The engine-wide dispatch switch of the
-Dashboard has no documented URL: DISPATCH_SWITCH_QUERY is the one place that names it.
+Only requests and reply fields that the fact sheet confirms are read (its section 6.6-6.7):
+
+* the version from the ``Server: Pixar_Tractor/<major.minor> (<date> <build> <platform>)`` header
+  of any reply; of ``ctrl?q=status`` nothing but ``rc``;
+* lists through ``db?q=tractorselect(...)`` (what tq and the query API use), reply
+  ``{"rc": 0, "msg": ..., "rows": [...]}``;
+* job pause through ``queue?q=jattr&jid=N&set_pause=1|0`` (what ``tq pause`` sends).
+
+A reply of another shape raises ReplyUnrecognised, naming the request: it is never read as an
+empty list.  The engine-wide dispatch switch of the Dashboard has no documented URL:
+DISPATCH_SWITCH_QUERY is the one place that names it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,10 +32,21 @@ SERVER_HEADER_RE = re.compile(r'Pixar_Tractor/(\d+\.\d+)\s*\((.*)\)', re.I)
 # The Dashboard's "pause all dispatching" switch: its real request is undocumented. This is the
 # emulator's URL; opt in with dispatch_method=engine_switch only where the engine answers it.
 DISPATCH_SWITCH_QUERY = 'ctrl?q=dispatching&pause=%d'
+DISPATCH_STATE_QUERY = 'ctrl?q=dispatching'
 
 
 class EngineUnavailable(Exception):
     pass
+
+
+class ReplyUnrecognised(Exception):
+    """The engine answered, but not in a shape the fact sheet confirms: nothing is read from it."""
+
+    def __init__(self, request, why, reply=None):
+        super(ReplyUnrecognised, self).__init__('the reply to %s is not one this module knows (%s); nothing was '
+                                                'changed on the strength of it' % (request, why))
+        self.request = request
+        self.reply = reply
 
 
 class EngineRefused(Exception):
@@ -37,6 +56,43 @@ class EngineRefused(Exception):
         # The reply's headers (e.g. Server: the version of an engine that refuses) and HTTP status.
         self.headers = headers
         self.status = status
+
+
+def _sql_string(value):
+    """A tractorselect argument: single-quoted, quotes doubled."""
+    return "'%s'" % str(value).replace("'", "''")
+
+
+def tractorselect_query(table, clause, columns, sort='', archived=False):
+    """The q= value of a tractorselect request (fact sheet 6.6); no row limit (0)."""
+    cols = ','.join('%s.%s' % (table.capitalize(), name) for name in columns)
+    return 'tractorselect(%s, %s, %s, %s, 0, %s, %s)' % (
+        _sql_string(table), _sql_string(clause), _sql_string(cols), _sql_string(sort),
+        _sql_string('t' if archived else 'f'), _sql_string(''))
+
+
+def parse_select_reply(request, reply, columns):
+    """The rows of a tractorselect reply, each with every column asked for; ReplyUnrecognised otherwise."""
+    if not isinstance(reply, dict):
+        raise ReplyUnrecognised(request, 'a %s, not an object' % type(reply).__name__, reply)
+    if reply.get('rc', 0) != 0:
+        raise ReplyUnrecognised(request, 'rc=%r' % reply.get('rc'), reply)
+    rows = reply.get('rows')
+    if not isinstance(rows, list):
+        raise ReplyUnrecognised(request, 'no "rows" list' if rows is None else '"rows" is a %s' % type(rows).__name__,
+                                reply)
+    out = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ReplyUnrecognised(request, 'row %d is a %s, not an object' % (index, type(row).__name__), reply)
+        # Rows are keyed by bare column names; a qualified key (Job.jid) is accepted as the same.
+        bare = dict((key.rsplit('.', 1)[-1].lower() if isinstance(key, str) else key, value)
+                    for key, value in row.items())
+        missing = [name for name in columns if name not in bare]
+        if missing:
+            raise ReplyUnrecognised(request, 'row %d lacks %s' % (index, ', '.join(missing)), reply)
+        out.append(bare)
+    return out
 
 
 def parse_server_header(value):
@@ -94,7 +150,10 @@ class EngineClient(object):
         if self.tsid is None:
             params = {'q': 'login', 'user': self.user}
             reply, _info = self.request('monitor', params)
-            self.tsid = reply['tsid']
+            tsid = reply.get('tsid') if isinstance(reply, dict) else None
+            if not isinstance(tsid, str) or not tsid:
+                raise ReplyUnrecognised('monitor?q=login', 'no "tsid" string', reply)
+            self.tsid = tsid
         return self.tsid
 
     def logout(self):
@@ -111,26 +170,31 @@ class EngineClient(object):
         return self.request(verb, params, data=data, content_type=content_type, session=session)
 
     def status(self):
-        """ctrl?q=status plus the version read from the Server header."""
-        reply, headers = self.request('ctrl', {'q': 'status'})
+        """ctrl?q=status: its rc only (checked by request()), plus the version of the Server header."""
+        _reply, headers = self.request('ctrl', {'q': 'status'})
         version, build = parse_server_header(headers.get('Server'))
-        reply = dict(reply)
-        reply['server_version'] = version
-        reply['server_build'] = build
-        return reply
+        return dict(server_version=version, server_build=build)
 
-    def jobs(self):
-        return self.request('monitor', {'q': 'jobs'})[0].get('jobs', [])
+    def select(self, table, clause='', columns=(), sort='', archived=False):
+        """Rows of db?q=tractorselect(...) as dicts keyed by bare column names; every column asked for.
 
-    def tasks(self, jid=None):
-        params = {'q': 'tasks'}
-        if jid is not None:
-            params['jid'] = jid
-        return self.request('monitor', params)[0].get('tasks', [])
+        Raises ReplyUnrecognised when the reply has no list of rows, a row is not an object or lacks
+        a column that was asked for.
+        """
+        query = tractorselect_query(table, clause, columns, sort, archived)
+        request = 'db?q=' + query
+        reply, _info = self.request('db', {'q': query}, session=True)
+        return parse_select_reply(request, reply, columns)
 
     def pause_job(self, jid, pause):
         """What `tq pause` / `tq unpause` send: queue?q=jattr&set_pause=1|0."""
         return self.request('queue', {'q': 'jattr', 'jid': jid, 'set_pause': 1 if pause else 0}, session=True)[0]
 
-    def dispatch_switch(self, pause):
-        return self._query(DISPATCH_SWITCH_QUERY % (1 if pause else 0), session=True)[0]
+    def dispatch_switch(self, pause=None):
+        """The invented engine-wide switch: set it (pause True/False) or read it (None)."""
+        query = DISPATCH_SWITCH_QUERY % (1 if pause else 0) if pause is not None else DISPATCH_STATE_QUERY
+        reply = self._query(query, session=True)[0]
+        state = reply.get('dispatching') if isinstance(reply, dict) else None
+        if not isinstance(state, dict) or not isinstance(state.get('paused'), bool):
+            raise ReplyUnrecognised(query, 'no dispatching.paused boolean', reply)
+        return state['paused']

@@ -422,13 +422,13 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl i
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
     EngineClient, EngineRefused, EngineUnavailable,
 )
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as archive_utils
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
 
 STATES = ['status', 'started', 'stopped', 'backup', 'verify', 'restore', 'absent']
 MAX_WORKERS = 256
 DEFAULT_VERIFY = dict(backup='restore', verify='restore', restore='archive', absent='archive')
-ENGINE_BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
 MARKER_TEMPLATE = '.renderfarm-tractor-restore.%s.json'
 STOP_HINT = ('stop the engine first (renderfarm.tractor.tractor_engine state=stopped, or your service '
              'manager): the Upgrading runbook requires the engine and the database to be stopped')
@@ -452,18 +452,6 @@ def argument_spec():
         verified_archive=dict(type='dict'),
     )
     return spec
-
-
-def parse_engine_banner(text):
-    """'Tractor 2.4 (Aug 17 2020 05:39:38 2091325 linux-...)' -> (version, build) or (None, None)."""
-    match = ENGINE_BANNER_RE.search(text or '')
-    if not match:
-        return None, None
-    build = None
-    for word in match.group(2).split():
-        if word.isdigit() and len(word) >= 6:
-            build = word
-    return match.group(1), build
 
 
 # Errors that say "nothing listens at this address" (or the address family is not usable here).
@@ -650,20 +638,15 @@ class TractorDb(object):
         return self.tm.run(argv)
 
     def engine_version(self):
-        """Version and build of the install (tractor-engine --version), else the version option."""
+        """Version of the install (its directory's name, else the version option) and, when
+        `tractor-engine --version` prints a banner naming that version, its build."""
+        version, _why = install_version(self.tm.install_dir, self.params.get('version'))
+        build = None
         tool = self.tm.tool('tractor-engine')
-        version = build = None
-        if os.access(tool, os.X_OK):
+        if version and os.access(tool, os.X_OK):
             rc, out, err = self.tm.run([tool, '--version'], owner=False)
-            if rc == 0:
-                version, build = parse_engine_banner(out or err)
-        if version is None:
-            version = self.params.get('version') or self.install_version_from_dir()
+            build, _warning = banner_check(version, rc, out, err)
         return dict(version=version, build=build)
-
-    def install_version_from_dir(self):
-        match = re.match(r'^Tractor-(.+)$', os.path.basename(self.tm.install_dir.rstrip('/')))
-        return match.group(1) if match else None
 
     def mkdir_data_dir(self):
         """Create a missing DBDataDir (0700, EngineOwner) -- the real tractor-dbctl crashes without it."""

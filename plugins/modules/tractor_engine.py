@@ -19,10 +19,20 @@ description:
     the running engine and starts the requested one. The new engine upgrades the job database
     schema itself on its first start when C(DBAutoUpgrade) is True.
   - After every start the module waits until the engine is healthy. The engine must answer
-    C(ctrl?q=status) and its C(Server) header must name the expected version (and build).
+    C(ctrl?q=status) with C(rc) 0 and its C(Server) header must name the expected version (and
+    build, when known). No other field of C(ctrl?q=status) is read, because none is documented.
+  - The version of an install is the one its directory names (C(<prefix>/Tractor-<version>)), else
+    O(version). C(tractor-engine --version) is only read for the build number, since its output
+    is not documented. It never blocks a start.
   - Also runs the first three steps of the runbook's downgrade procedure. O(dispatching=paused)
     pauses dispatching (step 1), O(retry_active=true) runs C(tq --force --yes retry active)
     (step 2), and O(state=killed) kills the engine (step 3).
+  - Steps 1 and 2 prove their effect before the task goes on. Every unfinished job must read back
+    as paused, and every command that ran an active task must read back as ended (its invocation
+    has a C(stoptime)), both through C(db?q=tractorselect), within O(confirm_timeout) seconds. Only
+    then does the engine stop (with O(state=killed) or O(state=stopped)).
+  - A reply the module does not recognise (a missing key, another type, C(rc) other than 0) fails
+    the task and changes nothing more. It is never taken as "no jobs" or "no active tasks".
   - The engine process is controlled by systemd, by the SysV init script, or directly. See
     O(service_manager).
 options:
@@ -156,9 +166,12 @@ options:
         V(running) unpauses exactly those jobs and removes the file. Jobs that were paused
         before, by users, stay paused. Jobs spooled after the pause are paused when the task runs
         again.
+      - Pausing lists the jobs with C(db?q=tractorselect('job', ...)) and reads them back until every
+        unfinished job has a C(pausetime), pausing jobs spooled meanwhile as well.
       - V(engine_switch) flips the engine-wide switch of the Dashboard's Admin panel. The request
         for it is not documented by Pixar; the one used is the collection's emulator's
-        (C(ctrl?q=dispatching&pause=1|0)). Use it only where your engine answers it.
+        (C(ctrl?q=dispatching&pause=1|0) to set it, C(ctrl?q=dispatching) to read it back). Use it
+        only where your engine answers it. A reply without C(dispatching.paused) fails the task.
     type: str
     choices: [job_pause, engine_switch]
     default: job_pause
@@ -172,12 +185,27 @@ options:
       - Run C(<install>/bin/tq --engine <engine> --user <engine_user> --force --yes retry active).
         It retries every active task of every user's job (downgrade step 2). The engine kills the
         running commands and the tasks become ready again.
-      - Runs only when the engine reports active tasks, so it is idempotent once dispatching is
-        paused. With dispatching running, the retried tasks may be dispatched again at once.
+      - Runs only when C(db?q=tractorselect) lists active tasks, so it is idempotent once
+        dispatching is paused. With dispatching running, the retried tasks may be dispatched
+        again at once.
+      - Before it returns, the module waits until every invocation that ran one of those tasks has
+        ended on its blade (C(stoptime) set, or no longer C(current)). A blade kills a retried
+        command only when it next hears from the engine, so this can take as long as the blades'
+        polling interval. See O(confirm_timeout).
       - O(engine_password) is passed to C(tq) in the environment (C(TRACTOR_PASSWORD)), not on
         the command line.
     type: bool
     default: false
+  confirm_timeout:
+    description:
+      - Seconds to wait for the engine to confirm O(dispatching) and O(retry_active). For a pause,
+        every unfinished job must read back as paused. For a retry, every retried command must
+        have ended on its blade.
+      - When the time runs out, the task fails and says what is still running or unpaused. The
+        engine is left up, with the jobs paused. Run the task again once the blades have killed
+        the commands, or raise this value for blades that poll rarely.
+    type: int
+    default: 300
 extends_documentation_fragment:
   - renderfarm.tractor.tractor
   - renderfarm.tractor.tractor.attributes
@@ -187,12 +215,14 @@ attributes:
     details:
       - Nothing is started, stopped, signalled, paused or written. The module reads the engine's
         state (process, URL API, job list) and reports the commands it would run in RV(commands).
-      - Before a start it checks what it can. C(tractor-engine) of the install exists, is
-        executable and reports the expected version (C(--version)). The configuration has the
+      - Before a start it checks what it can. C(tractor-engine) of the install exists and is
+        executable, and the install directory names the expected version. The configuration has the
         required keys. The data directory and the EngineOwner exist. The unit or the init script
         is installed.
       - When the engine would first be started, the jobs that O(dispatching=paused) would pause
         cannot be listed; the result says so.
+      - O(dispatching) and O(retry_active) list what they would pause or retry; they send nothing
+        and so have nothing to wait for.
   diff_mode:
     support: full
     details:
@@ -310,6 +340,13 @@ EXAMPLES = r'''
 - name: Show the active tasks
   ansible.builtin.debug:
     msg: "{{ engine.tasks.active }} active, {{ engine.tasks.ready }} ready"
+
+- name: Retry the active tasks, waiting up to 10 minutes for slow blades to kill the commands
+  renderfarm.tractor.tractor_engine:
+    version: "2.4"
+    config_dir: /opt/pixar/config
+    retry_active: true
+    confirm_timeout: 600
 '''
 
 RETURN = r'''
@@ -333,11 +370,6 @@ previous_version:
   returned: always
   type: str
   sample: "2.2"
-schema_version:
-  description: The job database schema version the engine reports, when it reports one.
-  returned: always
-  type: str
-  sample: "2.4-1"
 pid:
   description: Process id of the running engine; null when stopped.
   returned: always
@@ -348,13 +380,13 @@ address:
   returned: always
   type: str
   sample: localhost:80
-uptime:
-  description: Seconds since the engine started, as it reports; null when unknown.
-  returned: always
-  type: float
-  sample: 12.5
 tasks:
-  description: Task counts by state (C(active), C(ready), C(blocked), C(error), C(done)) as the engine reports them; empty when unknown.
+  description:
+    - Task counts by state (C(active), C(ready), C(blocked), C(error), C(done)) of the engine that
+      serves after the task, summed over its live jobs' counters (C(numactive) and so on, read with
+      C(db?q=tractorselect)).
+    - Only for O(state=status), O(state=started) and O(state=restarted) with an engine running;
+      empty otherwise.
   returned: always
   type: dict
   sample: {"active": 1, "ready": 4, "blocked": 0, "error": 0, "done": 10}
@@ -368,9 +400,17 @@ dispatching:
       type: str
       sample: job_pause
     engine_paused:
-      description: The engine-wide pause switch as the engine reports it (null when unknown).
+      description:
+        - The engine-wide pause switch, read back with O(dispatch_method=engine_switch); null with
+          V(job_pause), which does not read it (its request is not documented).
       type: bool
       sample: false
+    confirmed:
+      description:
+        - True when the pause (or resume) was read back; false in check mode, where nothing was
+          sent; null when O(dispatching) was not applied with V(job_pause).
+      type: bool
+      sample: true
     paused_jobs:
       description: Job ids recorded in O(paused_jobs_file) (the jobs this module paused and has not resumed).
       type: list
@@ -395,6 +435,33 @@ retried_tasks:
   returned: always
   type: int
   sample: 2
+retry:
+  description: What O(retry_active) found and waited for.
+  returned: always
+  type: dict
+  contains:
+    tasks:
+      description: The active tasks, C([jid, tid]), before the retry.
+      type: list
+      elements: list
+      sample: [[101, 3]]
+    commands:
+      description: The commands that ran them, C(J<jid> T<tid> C<cid> I<iid> on blade <blade>).
+      type: list
+      elements: str
+      sample: ["J101 T3 C3 I1 on blade rack1-07"]
+    confirmed:
+      description: True when each of those commands read back as ended; false in check mode; null when not applied.
+      type: bool
+      sample: true
+progress:
+  description: What O(dispatching) and O(retry_active) read back, one line per look, with the seconds since the step began.
+  returned: always
+  type: list
+  elements: str
+  sample: ["retry the active tasks: 0.0 s: 1 active task(s), 1 running command(s)",
+           "retry the active tasks: 0.1 s: waiting for 1 command(s) to end on their blades: J101 T3 C3 I1 on blade rack1-07",
+           "retry the active tasks: 1.2 s: every retried command has ended"]
 service_manager:
   description: The service manager used, and why (for O(service_manager=auto)).
   returned: always
@@ -447,9 +514,12 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common 
     COMMON_REQUIRED_ONE_OF, PAUSED_JOBS_FILE, TractorModule, common_argument_spec,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import Dbctl
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dispatch import Dispatch, DispatchError
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
-    DISPATCH_SWITCH_QUERY, EngineClient, EngineRefused, EngineUnavailable, parse_server_header,
+    DISPATCH_STATE_QUERY, DISPATCH_SWITCH_QUERY, EngineClient, EngineRefused, EngineUnavailable, ReplyUnrecognised,
+    parse_server_header,
 )
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
 
 DEFAULT_PIDFILE = 'tractor-engine.pid'
 DEFAULT_LOG = 'engine.log'
@@ -475,12 +545,14 @@ ZOMBIE_GRACE = 3         # seconds an exited engine's parent gets to reap it
 POLL = 0.1
 SERVICE_POLL = 0.25
 PROBE_TIMEOUT = 5        # seconds for one URL API request
+# Seconds between two read-backs of a pause or of retried commands: blades take seconds to kill a
+# command, and each look is a tractorselect the engine answers from its database.
+CONFIRM_POLL = 1.0
 LOG_TAIL_LINES = 25      # lines returned in log_tail
 MSG_LOG_LINES = 10       # of which in the failure message
 
 ASSIGNMENT_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
 UNIT_ENV_RE = re.compile(r'^\s*Environment\s*=\s*(.*)$')
-BANNER_RE = re.compile(r'Tractor\s+(\d+\.\d+(?:\.\d+)?)\s*\(([^)]*)\)')
 CMDLINE_VERSION_RE = re.compile(r'Tractor-(\d+\.\d+(?:\.\d+)?)(?:/|$)')
 SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*\Z')
 # Characters a settings file cannot hold safely: the SysV scripts source it with a shell (which
@@ -571,18 +643,6 @@ def log_option(options):
     return None
 
 
-def parse_version_banner(text):
-    """'Tractor 2.2 (Feb 15 2017 11:38:27 1715407 linux-...)' -> ('2.2', '1715407'); (None, None)."""
-    match = BANNER_RE.search(text or '')
-    if not match:
-        return None, None
-    build = None
-    for word in match.group(2).split():
-        if word.isdigit() and len(word) >= 6:
-            build = word
-    return match.group(1), build
-
-
 def choose_service_manager(requested, systemd_booted, unit_path, init_script, init_script_ok):
     """(name, reason) of the service manager to use."""
     if requested != 'auto':
@@ -620,22 +680,6 @@ def version_from_argv(argv):
         if match:
             return match.group(1)
     return None
-
-
-def is_unfinished(job):
-    try:
-        return int(job.get('numdone') or 0) < int(job.get('numtasks') or 0)
-    except (TypeError, ValueError):
-        return True
-
-
-def is_paused(job):
-    return job.get('pausetime') not in (None, '', 0)
-
-
-def jobs_to_pause(jobs):
-    """The jids of unfinished jobs that are not paused."""
-    return sorted(int(job['jid']) for job in jobs if is_unfinished(job) and not is_paused(job))
 
 
 def tail_file(path, lines=LOG_TAIL_LINES):
@@ -721,13 +765,15 @@ class EngineManager(object):
         self.check = self.module.check_mode
         self.escalated = False
         self.retried = 0
+        self.retry = dict(tasks=[], commands=[], confirmed=None)
+        self.progress = []
         self.recorded_before = None
         self.pidfile_removed = False
         self.warnings = []
         self.expected = None          # (version, build) of the install
         self.settings_diff = None
-        self.dispatch = dict(method=self.p['dispatch_method'], engine_paused=None, paused_jobs=[],
-                             paused_now=[], resumed_now=[], state_file=None)
+        self.dispatch = dict(method=self.p['dispatch_method'], engine_paused=None, engine_paused_before=None,
+                             paused_jobs=[], paused_now=[], resumed_now=[], confirmed=None, state_file=None)
         self.config = tm.config
         self.data_dir = self.config.data_dir
         host, port = self.config.listener
@@ -852,11 +898,6 @@ class EngineManager(object):
             pids = find_engine_pids(self.tm.config_dir)
             if pids:
                 pid = pids[0]
-        if not pid and probe['status'] and isinstance(probe['status'].get('pid'), int) \
-                and self.address.split(':')[0] in ('localhost', '127.0.0.1', '::1'):
-            candidate = probe['status']['pid']
-            if pid_alive(candidate) and is_engine_argv(read_cmdline(candidate)):
-                pid = candidate
         running = bool(managed or (pid and pid_alive(pid)) or (probe['answered'] and probe['version']))
         version, build = probe['version'], probe['build']
         if running and not version and pid:
@@ -865,30 +906,29 @@ class EngineManager(object):
                     build=build, probe=probe)
 
     def describe(self, seen):
-        status = (seen.get('probe') or {}).get('status') or {}
-        dispatching = status.get('dispatching') if isinstance(status.get('dispatching'), dict) else {}
         return dict(state='running' if seen['running'] else 'stopped', version=seen.get('version'),
-                    build=seen.get('build'), pid=seen.get('pid'),
-                    engine_paused=dispatching.get('paused') if seen['running'] else None)
+                    build=seen.get('build'), pid=seen.get('pid'))
 
     # -- preflight ------------------------------------------------------------------------------
     def install_version(self):
-        """(version, build) of the install, from `tractor-engine --version`; fails when unusable."""
+        """(version, build) of the install: its directory's name (or the version option); fails when unknown.
+
+        The build comes from `tractor-engine --version` when its output is a banner this module
+        recognises; that output is not public, so it never blocks (fact sheet 6.5).
+        """
         if self.expected is not None:
             return self.expected
         engine = self.tm.tool('tractor-engine')
         if not os.path.isfile(engine) or not os.access(engine, os.X_OK):
             self.tm.fail('%s is missing or not executable: install Tractor %s in %s, or point install_dir at '
                          'the install to run' % (engine, self.p['version'] or '', self.tm.install_dir))
-        argv = [engine, '--version']
-        rc, out, err = self.read_cmd(argv)
-        version, build = parse_version_banner(out + '\n' + err)
-        if rc != 0 or not version:
-            self.tm.fail_command('%s --version did not report a Tractor version (rc=%s); is the install complete?'
-                                 % (engine, rc), argv, rc, out, err)
-        if self.p['version'] and self.p['version'] != version:
-            self.tm.fail('%s is Tractor %s (build %s), not the requested version %s: fix version or install_dir'
-                         % (self.tm.install_dir, version, build, self.p['version']))
+        version, why = install_version(self.tm.install_dir, self.p['version'])
+        if version is None:
+            self.tm.fail('%s: fix version or install_dir' % why)
+        rc, out, err = self.read_cmd([engine, '--version'])
+        build, warning = banner_check(version, rc, out, err)
+        if warning:
+            self.warnings.append(warning)
         self.expected = (version, build)
         return self.expected
 
@@ -1187,11 +1227,32 @@ class EngineManager(object):
         self.write_file(self.dispatch['state_file'], json.dumps(data, indent=2, sort_keys=True) + '\n', 0o644)
 
     def engine_call(self, what, func, *args):
+        """Run one exchange with the engine; any failure or unrecognised reply fails the task."""
         try:
             return func(*args)
-        except (EngineUnavailable, EngineRefused) as exc:
+        except (EngineUnavailable, EngineRefused, ReplyUnrecognised) as exc:
             reply = getattr(exc, 'reply', None)
-            self.tm.fail('%s failed: %s' % (what, exc), reply=reply)
+            self.tm.fail('%s failed: %s. Nothing more was changed; the engine is left as it is' % (what, exc),
+                         reply=reply, dispatching=self.dispatch, progress=self.progress)
+
+    def dispatcher(self):
+        client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
+        return Dispatch(client, self.tm.record, self.p['confirm_timeout'], poll=CONFIRM_POLL)
+
+    def confirmed(self, dispatch, what, method, *args):
+        """Run a Dispatch step; its progress goes into the result, and so does a failure's detail."""
+        try:
+            return method(*args)
+        except DispatchError as exc:
+            error, details = str(exc), exc.details
+        except (EngineUnavailable, EngineRefused, ReplyUnrecognised) as exc:
+            error = '%s failed: %s. Nothing more was changed; the engine is left as it is' % (what, exc)
+            details = dict(reply=getattr(exc, 'reply', None))
+        finally:
+            self.progress.extend('%s: %s' % (what, line) for line in dispatch.progress)
+            self.warnings.extend(dispatch.warnings)
+            dispatch.progress, dispatch.warnings = [], []
+        self.tm.fail(error, dispatching=self.dispatch, progress=self.progress, **details)
 
     def set_dispatching(self, want, engine_up):
         pause = want == 'paused'
@@ -1200,39 +1261,32 @@ class EngineManager(object):
             self.tm.record('%s dispatching after the start (%s; the jobs cannot be listed before the engine runs)'
                            % ('pause' if pause else 'resume', self.p['dispatch_method']))
             return
-        client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
+        dispatch = self.dispatcher()
         if self.p['dispatch_method'] == 'engine_switch':
-            status = self.engine_call('ctrl?q=status', client.status)
-            current = (status.get('dispatching') or {}).get('paused')
-            if current is None:
-                self.tm.fail('the engine at %s does not report the engine-wide dispatching state in ctrl?q=status: '
-                             'use dispatch_method=job_pause' % self.address)
-            self.dispatch['engine_paused'] = current
-            if current != pause:
-                if self.tm.record(DISPATCH_SWITCH_QUERY % (1 if pause else 0)):
-                    try:
-                        reply = client.dispatch_switch(pause)
-                    except (EngineUnavailable, EngineRefused) as exc:
-                        self.tm.fail('the engine-wide dispatch switch (%s) failed: %s. Its URL is not documented by '
-                                     'Pixar; use dispatch_method=job_pause on engines that do not answer it'
-                                     % (DISPATCH_SWITCH_QUERY % (1 if pause else 0), exc))
-                    self.dispatch['engine_paused'] = (reply.get('dispatching') or {}).get('paused', pause)
-                else:
-                    self.dispatch['engine_paused'] = pause
-            client.logout()
+            # INVENTED request (fact sheet 6.4): only used when the user opts in with engine_switch.
+            current = self.engine_call(DISPATCH_STATE_QUERY, dispatch.client.dispatch_switch)
+            self.dispatch['engine_paused'] = self.dispatch['engine_paused_before'] = current
+            if current != pause and self.tm.record(DISPATCH_SWITCH_QUERY % (1 if pause else 0)):
+                try:
+                    self.dispatch['engine_paused'] = dispatch.client.dispatch_switch(pause)
+                except (EngineUnavailable, EngineRefused, ReplyUnrecognised) as exc:
+                    self.tm.fail('the engine-wide dispatch switch (%s) failed: %s. Its URL is not documented by '
+                                 'Pixar; use dispatch_method=job_pause on engines that do not answer it'
+                                 % (DISPATCH_SWITCH_QUERY % (1 if pause else 0), exc))
+                if self.dispatch['engine_paused'] != pause:
+                    self.tm.fail('the engine-wide dispatch switch reads back as paused=%s after it was set to %s'
+                                 % (self.dispatch['engine_paused'], pause))
+            elif current != pause:
+                self.dispatch['engine_paused'] = pause
+            dispatch.client.logout()
             return
         recorded = self.read_paused_jobs()
-        jobs = self.engine_call('monitor?q=jobs', client.jobs)
-        by_jid = dict((int(job['jid']), job) for job in jobs if 'jid' in job)
         if pause:
-            targets = jobs_to_pause(jobs)
-            for jid in targets:
-                if self.tm.record('queue?q=jattr&jid=%d&set_pause=1' % jid):
-                    self.engine_call('pausing job %d' % jid, client.pause_job, jid, True)
-            keep = [jid for jid in (recorded or []) if jid in by_jid]
-            new = sorted(set(keep) | set(targets))
-            self.dispatch['paused_now'] = targets
-            self.dispatch['paused_jobs'] = new
+            paused_now, confirmed = self.confirmed(dispatch, 'pause the unfinished jobs', dispatch.pause)
+            live = set(job['jid'] for job in self.confirmed(dispatch, 'list the jobs', dispatch.jobs)) \
+                if recorded else set()
+            new = sorted(set(jid for jid in (recorded or []) if jid in live) | set(paused_now))
+            self.dispatch.update(paused_now=paused_now, paused_jobs=new, confirmed=confirmed)
             if recorded is None or new != recorded:
                 if self.tm.record('record paused jobs %s in %s' % (new, self.dispatch['state_file'])):
                     self.write_paused_jobs(new)
@@ -1240,61 +1294,47 @@ class EngineManager(object):
             if recorded is None:
                 self.dispatch['paused_jobs'] = []
             else:
-                resumed = []
-                for jid in recorded:
-                    job = by_jid.get(jid)
-                    if job is not None and is_paused(job):
-                        if self.tm.record('queue?q=jattr&jid=%d&set_pause=0' % jid):
-                            try:
-                                client.pause_job(jid, False)
-                            except EngineRefused as exc:
-                                self.warnings.append('job %d could not be unpaused: %s' % (jid, exc))
-                                continue
-                            except EngineUnavailable as exc:
-                                self.tm.fail('unpausing job %d failed: %s' % (jid, exc))
-                        resumed.append(jid)
-                self.dispatch['resumed_now'] = resumed
+                self.dispatch['resumed_now'] = self.confirmed(dispatch, 'resume the jobs paused before',
+                                                              dispatch.resume, recorded)
                 self.dispatch['paused_jobs'] = []
                 if self.tm.record('remove %s' % self.dispatch['state_file']):
                     try:
                         os.unlink(self.dispatch['state_file'])
                     except OSError as exc:
                         self.tm.fail('cannot remove %s: %s' % (self.dispatch['state_file'], exc))
-            status = self.probe()['status'] or {}
-            if (status.get('dispatching') or {}).get('paused'):
-                self.warnings.append('the engine-wide dispatching switch is paused (engine started with --paused, or '
-                                     'paused in the Dashboard); resume it there, or with dispatch_method=engine_switch')
-        client.logout()
+        dispatch.client.logout()
 
     def retry_active(self, engine_up):
         if not engine_up:
             self.tm.record('tq --force --yes retry active (after the start)')
             return
-        client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
-        # The queue counts of ctrl?q=status tell whether anything is active without listing every
-        # task of the queue (monitor?q=tasks grows with the job database); an engine whose status
-        # has no such counts is asked for the list.
-        status = self.engine_call('ctrl?q=status', client.status)
-        queue = status.get('queue') if isinstance(status.get('queue'), dict) else {}
-        counts = queue.get('tasks') if isinstance(queue.get('tasks'), dict) else {}
-        active = counts.get('active')
-        if not isinstance(active, int) or isinstance(active, bool):
-            tasks = self.engine_call('monitor?q=tasks', client.tasks)
-            active = len([t for t in tasks if t.get('state') == 'active'])
-        if not active:
-            return
         argv = [self.tm.tool('tq'), '--engine', self.address, '--user', self.p['engine_user'],
                 '--force', '--yes', 'retry', 'active']
         if not os.access(argv[0], os.X_OK):
             self.tm.fail('%s is missing or not executable: retry_active needs the install\'s tq' % argv[0])
-        self.retried = active
-        if not self.tm.record(' '.join(argv)):
-            return
-        env = {'TRACTOR_PASSWORD': self.p['engine_password']} if self.p['engine_password'] else {}
-        rc, out, err = self.module.run_command(argv, cwd='/', environ_update=env)
-        if rc != 0:
-            self.tm.fail_command('tq retry active failed (rc=%s)' % rc, argv, rc, out, err)
-        self.retried = len([line for line in out.splitlines() if line.rstrip().endswith(' retried')])
+
+        def run_tq():
+            if not self.tm.record(' '.join(argv)):
+                return None
+            env = {'TRACTOR_PASSWORD': self.p['engine_password']} if self.p['engine_password'] else {}
+            rc, out, err = self.module.run_command(argv, cwd='/', environ_update=env)
+            if rc != 0:
+                self.tm.fail_command('tq retry active failed (rc=%s); the engine is left as it is' % rc,
+                                     argv, rc, out, err)
+            return len([line for line in out.splitlines() if line.rstrip().endswith(' retried')])
+
+        dispatch = self.dispatcher()
+        result = self.confirmed(dispatch, 'retry the active tasks', dispatch.retry_active, run_tq)
+        dispatch.client.logout()
+        self.retried = result['retried'] if result['retried'] is not None else len(result['tasks'])
+        self.retry = dict(tasks=result['tasks'], commands=result['invocations'], confirmed=result['confirmed'])
+
+    def queue_counts(self):
+        """Task counts by state, summed over the live jobs' counters (tractorselect)."""
+        dispatch = self.dispatcher()
+        counts = self.confirmed(dispatch, 'count the tasks', dispatch.task_counts)
+        dispatch.client.logout()
+        return counts
 
     # -- the task -------------------------------------------------------------------------------
     def learn_version(self, seen):
@@ -1393,14 +1433,9 @@ class EngineManager(object):
 
     def finish(self, before, after):
         shown = after if after['running'] else before
-        status = (shown.get('probe') or {}).get('status') or {}
-        if not after['running']:
-            status = {}
         before_desc, after_desc = self.describe(before), self.describe(after)
         if self.p['state'] in ('stopped', 'killed') and not after['running']:
             after_desc.update(version=None, build=None)
-        if self.dispatch['engine_paused'] is None and after['running']:
-            self.dispatch['engine_paused'] = after_desc.get('engine_paused')
         if self.p['dispatch_method'] == 'job_pause' and not self.p['dispatching']:
             recorded = self.read_paused_jobs()
             self.dispatch['paused_jobs'] = recorded or []
@@ -1410,21 +1445,28 @@ class EngineManager(object):
         if self.settings_diff:
             before_desc['service_settings'] = self.settings_diff['before']
             after_desc['service_settings'] = self.settings_diff['after']
+        if self.dispatch['engine_paused'] is not None:
+            before_desc['engine_paused'] = self.dispatch['engine_paused_before']
+            after_desc['engine_paused'] = self.dispatch['engine_paused']
+        # Task counts of the engine that serves now (not of one only predicted in check mode).
+        tasks = {}
+        if self.p['state'] in ('status', 'started', 'restarted') and after['running'] and \
+                (not self.check or (before['running'] and after.get('pid') == before.get('pid'))):
+            tasks = self.queue_counts()
         for warning in self.warnings:
             self.module.warn(warning)
-        queue = status.get('queue') if isinstance(status.get('queue'), dict) else {}
         self.tm.exit(
             state='running' if after['running'] else 'stopped',
             version=shown.get('version'),
             build=shown.get('build'),
             previous_version=before.get('version') if before['running'] else None,
-            schema_version=status.get('schema-version'),
             pid=after.get('pid') if after['running'] else None,
             address=self.address,
-            uptime=status.get('uptime'),
-            tasks=dict(queue.get('tasks') or {}),
+            tasks=tasks,
             dispatching=self.dispatch,
             retried_tasks=self.retried,
+            retry=self.retry,
+            progress=self.progress,
             service_manager=dict(name=self.manager, reason=self.manager_reason),
             escalated=self.escalated,
             log_file=self.log_file,
@@ -1451,6 +1493,7 @@ def argument_spec():
         dispatch_method=dict(type='str', default='job_pause', choices=['job_pause', 'engine_switch']),
         paused_jobs_file=dict(type='path'),
         retry_active=dict(type='bool', default=False),
+        confirm_timeout=dict(type='int', default=300),
     )
     return spec
 
@@ -1461,8 +1504,8 @@ def main():
     if module.params['state'] == 'status' and (module.params['dispatching'] or module.params['retry_active']):
         module.fail_json(msg='state=status only reports; drop dispatching/retry_active, or omit state to apply them '
                              'to the running engine')
-    if module.params['stop_timeout'] < 0 or module.params['timeout'] < 1:
-        module.fail_json(msg='stop_timeout must be >= 0 and timeout >= 1 (seconds)')
+    if module.params['stop_timeout'] < 0 or module.params['timeout'] < 1 or module.params['confirm_timeout'] < 1:
+        module.fail_json(msg='stop_timeout must be >= 0, timeout and confirm_timeout >= 1 (seconds)')
     # It names a unit and /etc/init.d/<service_name>, which the module runs: no paths, no spaces.
     if not re.match(r'^[A-Za-z0-9@_.:-]+\Z', module.params['service_name']) or \
             module.params['service_name'].strip('.') == '':

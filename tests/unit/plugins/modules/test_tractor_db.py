@@ -349,12 +349,6 @@ def listener(port, engine=True):
 
 
 # -- pure helpers -------------------------------------------------------------------------------------------
-def test_parse_engine_banner():
-    assert tractor_db.parse_engine_banner(BANNER) == ("2.2", "1715407")
-    assert tractor_db.parse_engine_banner("Tractor 2.4 (no build here)") == ("2.4", None)
-    assert tractor_db.parse_engine_banner("garbage") == (None, None)
-
-
 def test_marker_lives_beside_the_data_directory():
     assert tractor_db.marker_path("/var/spool/tractor/psql/") == "/var/spool/tractor/.renderfarm-tractor-restore.psql.json"
 

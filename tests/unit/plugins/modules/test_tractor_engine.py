@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import sys
@@ -67,20 +68,33 @@ def banner(version):
 
 
 # -- fakes -----------------------------------------------------------------------------------------
+SELECT_RE = re.compile(r"^tractorselect\('(\w+)', '((?:[^']|'')*)', '([^']*)', '([^']*)', (\w+), '([tf])', '([^']*)'\)$")
+
+
 class FakeEngine:
-    """The engine's URL API as EngineClient.request sees it."""
+    """The engine's URL API as EngineClient.request sees it, in the shapes of fact sheet 6.6.
+
+    ctrl?q=status answers {"rc": 0, "msg": "ok"}; lists come from db?q=tractorselect(...) with the
+    clauses the module sends ('' for jobs, 'state=active' for tasks, 'jid=N or ...' for
+    invocations).  A retried command ends on its blade after `kill_after` invocation listings
+    (None: its blade never kills it).
+    """
 
     def __init__(self):
         self.up = False
         self.version, self.build = "2.2", BUILDS["2.2"][0]
         self.health = "ok"            # ok | 503 | foreign
         self.pid = None
-        self.paused = False           # engine-wide switch
+        self.paused = False           # engine-wide switch (invented URL)
         self.switch_supported = True
         self.jobs = {}
         self.tasks = []
+        self.invocations = []
+        self.kill_after = 1
+        self.select_reply = None      # table -> reply dict to answer instead (odd shapes)
         self.calls = []
         self.refuse_jattr = set()
+        self.ignore_jattr = set()     # jids whose pause is accepted but never takes effect
 
     def request(self, client, verb, params=None, data=None, content_type=None, session=False):
         params = dict(params or {})
@@ -98,32 +112,75 @@ class FakeEngine:
                                     {"rc": 1, "msg": "engine unhealthy"}, headers=headers, status=503)
             if self.health == "foreign":
                 return {"rc": 0}, {"Server": "nginx"}
-            counts = {"active": sum(1 for t in self.tasks if t["state"] == "active"), "ready": 0}
-            return {"rc": 0, "pid": self.pid, "uptime": 3.5, "schema-version": "%s-1" % self.version,
-                    "dispatching": {"paused": self.paused}, "queue": {"jobs": len(self.jobs), "tasks": counts}}, headers
-        if (verb, query) == ("monitor", "jobs"):
-            return {"rc": 0, "jobs": [dict(job) for job in self.jobs.values()]}, headers
-        if (verb, query) == ("monitor", "tasks"):
-            return {"rc": 0, "tasks": list(self.tasks)}, headers
+            return {"rc": 0, "msg": "ok"}, headers
+        if verb == "db":
+            return self.select(query), headers
         if (verb, query) == ("queue", "jattr"):
             jid = int(params["jid"])
             if jid in self.refuse_jattr or jid not in self.jobs:
                 raise EngineRefused("no such job %d" % jid, {"rc": 2}, headers=headers, status=200)
-            self.jobs[jid]["pausetime"] = 1700000000.0 if int(params["set_pause"]) else None
+            if jid not in self.ignore_jattr:
+                self.jobs[jid]["pausetime"] = "2026-12-06 10:00:00" if int(params["set_pause"]) else None
             return {"rc": 0}, headers
         if (verb, query) == ("ctrl", "dispatching"):
             if not self.switch_supported:
                 raise EngineRefused("unknown request ctrl?q=dispatching", {"rc": 404}, headers=headers, status=404)
-            self.paused = params["pause"] == "1"
+            if "pause" in params:
+                self.paused = params["pause"] == "1"
             return {"rc": 0, "dispatching": {"paused": self.paused}}, headers
         raise AssertionError("unexpected request %s %s" % (verb, params))
 
+    def select(self, query):
+        match = SELECT_RE.match(query or "")
+        assert match, "not a tractorselect request: %r" % query
+        table, clause, cols = match.group(1), match.group(2), match.group(3)
+        if self.select_reply and table in self.select_reply:
+            return self.select_reply[table]
+        if table == "job":
+            assert clause == ""
+            rows = [dict(job, numblocked=0, numready=job["numtasks"] - job["numdone"], numactive=0, numerror=0)
+                    for job in self.jobs.values()]
+        elif table == "task":
+            assert clause == "state=active"
+            rows = [dict(task) for task in self.tasks if task["state"] == "active"]
+        elif table == "invocation":
+            jids = set(int(part.strip()[4:]) for part in clause.split(" or "))
+            for inv in self.invocations:
+                if inv.get("kill_in") is not None and inv["stoptime"] is None:
+                    inv["kill_in"] -= 1
+                    if inv["kill_in"] < 0:
+                        inv.update(stoptime="2026-12-06 10:00:01", current=False)
+                        for task in self.tasks:
+                            if (task["jid"], task["tid"]) == (inv["jid"], inv["tid"]):
+                                task["state"] = "ready"
+            rows = [dict((k, v) for k, v in inv.items() if k != "kill_in") for inv in self.invocations
+                    if inv["jid"] in jids]
+        else:
+            raise AssertionError(table)
+        wanted = [c.split(".", 1)[1] for c in cols.split(",") if c]
+        return {"rc": 0, "msg": "%d rows" % len(rows), "rows": [dict((k, row[k]) for k in wanted) for row in rows]}
+
+    def retry_active(self):
+        """What tq retry active makes the engine do: each running command gets a pending kill."""
+        for inv in self.invocations:
+            if inv["current"] and inv["stoptime"] is None and self.kill_after is not None:
+                inv["kill_in"] = self.kill_after
+
     def add_job(self, jid, numtasks=1, numdone=0, paused=False):
         self.jobs[jid] = {"jid": jid, "numtasks": numtasks, "numdone": numdone,
-                          "pausetime": 1600000000.0 if paused else None}
+                          "pausetime": "2026-01-01 00:00:00" if paused else None}
+
+    def add_running(self, jid, tid, blade="rack1"):
+        """An active task whose command runs on a blade."""
+        self.tasks.append({"jid": jid, "tid": tid, "state": "active"})
+        self.invocations.append({"jid": jid, "tid": tid, "cid": tid, "iid": 1, "current": True,
+                                 "stoptime": None, "bladeid": blade})
 
     def requests(self, verb, query):
         return [p for v, p in self.calls if v == verb and p.get("q") == query]
+
+    def selects(self, table):
+        return [p["q"] for v, p in self.calls if v == "db" and p["q"].startswith("tractorselect('%s'" % table)]
 
 
 class Runner:
@@ -144,12 +201,14 @@ class Runner:
         self.calls.append((argv, kwargs))
         name = os.path.basename(argv[0])
         key = (name, argv[1] if len(argv) > 1 else None)
+        if name == "tq" and argv[-2:] == ["retry", "active"] and self.results.get("tq", (0,))[0] == 0:
+            self.env.engine.retry_active()
         if key in self.results:
             return self.results[key]
         if name in self.results:
             return self.results[name]
         if name == "tractor-engine" and argv[1:] == ["--version"]:
-            return 0, banner(os.path.basename(os.path.dirname(os.path.dirname(argv[0]))).split("-")[1]) + "\n", ""
+            return 0, banner(os.path.basename(os.path.dirname(os.path.dirname(os.path.realpath(argv[0])))).split("-")[1]) + "\n", ""
         if name == "tractor-engine" and "--daemon" in argv:
             return self.daemon(argv)
         if name == "tractor-engine" and key[1] in ("start", "stop", "status"):  # the init script
@@ -167,7 +226,7 @@ class Runner:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         else:
-            version = os.path.basename(os.path.dirname(os.path.dirname(argv[0]))).split("-")[1]
+            version = os.path.basename(os.path.dirname(os.path.dirname(os.path.realpath(argv[0])))).split("-")[1]
             self.env.engine.up, self.env.engine.pid = True, proc.pid
             self.env.engine.version, self.env.engine.build = version, BUILDS[version][0]
         with open(pidfile, "w") as handle:
@@ -270,6 +329,7 @@ class Env:
         monkeypatch.setattr(AnsibleModule, "get_bin_path", lambda module, name, required=False, opt_dirs=None:
                             "/usr/bin/%s" % name)
         monkeypatch.setattr(te, "POLL", 0.05)
+        monkeypatch.setattr(te, "CONFIRM_POLL", 0.05)
         monkeypatch.setattr(te, "ZOMBIE_GRACE", 0.1)
         monkeypatch.setattr(te, "KILL_WAIT", 5)
         monkeypatch.setattr(te, "SYSTEMD_RUNTIME_DIR", str(tmp_path / "run-systemd-system"))
@@ -434,24 +494,6 @@ def test_log_option(options, expected):
     assert te.log_option(options) == expected
 
 
-def test_parse_version_banner():
-    assert te.parse_version_banner(banner("2.2")) == ("2.2", "1715407")
-    assert te.parse_version_banner("Tractor 2.4 (Aug 17 2020 05:39:38 2091325 linux-ix86-64-gcc44icc150-release)") == \
-        ("2.4", "2091325")
-    assert te.parse_version_banner("usage: tractor-engine") == (None, None)
-
-
-@pytest.mark.parametrize("argv, expected", [
-    (["/opt/pixar/Tractor-2.2/bin/tractor-engine", "--configdir=/cfg"], "/cfg"),
-    (["/opt/pixar/Tractor-2.2/bin/tractor-engine", "--configdir", "/cfg"], "/cfg"),
-    (["tractor-engine", "-c", "/cfg", "--daemon"], "/cfg"),
-    (["tractor-engine", "--config-dir=/cfg"], "/cfg"),
-    (["tractor-engine", "--daemon"], None),
-])
-def test_argv_config_dir(argv, expected):
-    assert te.argv_config_dir(argv) == expected
-
-
 def test_engine_argv_and_version_from_argv():
     emulated = ["/usr/bin/python3", "-m", "tractor_emulator.launch", "--tractor-version", "2.2", "--install-root",
                 "/opt/pixar/Tractor-2.2", "tractor-engine", "--configdir", "/cfg"]
@@ -461,15 +503,6 @@ def test_engine_argv_and_version_from_argv():
     assert not te.is_engine_argv(["/bin/sh", "/etc/init.d/tractor-engine.sh", "start"])
     assert not te.is_engine_argv(["/opt/pixar/Tractor-2.4/bin/tractor-dbctl", "--start-for-engine"])
     assert te.version_from_argv(["/usr/local/tractor/bin/tractor-engine"]) is None
-
-
-def test_jobs_to_pause():
-    jobs = [{"jid": 3, "numtasks": 2, "numdone": 1, "pausetime": None},
-            {"jid": 1, "numtasks": 2, "numdone": 0, "pausetime": None},
-            {"jid": 2, "numtasks": 1, "numdone": 1, "pausetime": None},     # finished
-            {"jid": 4, "numtasks": 1, "numdone": 0, "pausetime": 1.5},      # paused already
-            {"jid": 5, "numtasks": 3, "numdone": 0, "numerror": 3, "pausetime": None}]
-    assert te.jobs_to_pause(jobs) == [1, 3, 5]
 
 
 def test_pid_alive_and_zombies():
@@ -506,8 +539,8 @@ def test_started_from_stopped_runs_the_engine_directly(env):
                        "--log=%s" % env.log]]
     assert result["commands"] == [" ".join(starts[0])]
     assert result["pid"] == env.engine.pid == int(open(env.pidfile).read())
-    assert result["address"] == "localhost:18080" and result["uptime"] == 3.5
-    assert result["tasks"]["active"] == 0 and result["schema_version"] == "2.2-1"
+    assert result["address"] == "localhost:18080" and "uptime" not in result and "schema_version" not in result
+    assert result["tasks"] == {"blocked": 0, "ready": 0, "active": 0, "error": 0, "done": 0}
     assert result["service_manager"] == {"name": "direct", "reason": "requested"}
     assert result["diff"]["before"]["state"] == "stopped" and result["diff"]["after"]["version"] == "2.2"
 
@@ -715,16 +748,32 @@ def test_missing_engine_binary(env):
 
 def test_version_option_must_match_the_install(env):
     result = env.fails(**env.args("2.4", state="started", version="2.2"))
-    assert result["msg"] == ("%s is Tractor 2.4 (build 2091325), not the requested version 2.2: fix version or "
+    assert result["msg"] == ("%s is the install of Tractor 2.4, not of the requested version 2.2: fix version or "
                              "install_dir" % env.installs["2.4"])
 
 
-def test_version_banner_unreadable(env):
-    env.runner.results[("tractor-engine", "--version")] = (127, "", "python3: not found\n")
-    result = env.fails(**env.args("2.2", state="started"))
-    assert "--version did not report a Tractor version (rc=127); is the install complete?: python3: not found" \
-        in result["msg"]
-    assert result["rc"] == 127
+@pytest.mark.parametrize("reply", [(127, "", "python3: not found\n"), (0, "tractor-engine 2.2.0\n", ""),
+                                   (0, "Tractor 2.4 (Aug 17 2020 05:39:38 2091325 linux)\n", "")])
+def test_version_banner_never_blocks_a_start(env, reply):
+    """The output of tractor-engine --version is not public (fact sheet 6.5): the directory decides."""
+    env.runner.results[("tractor-engine", "--version")] = reply
+    result = env.ok(**env.args("2.2", state="started"))
+    assert result["version"] == "2.2" and result["build"] == "1715407"   # from the Server header
+    assert env.warnings() == ([] if "2.4" not in reply[1] else [
+        "tractor-engine --version names Tractor 2.4, but the install is 2.2; the running engine's Server header "
+        "decides after the start"])
+
+
+def test_install_not_named_after_its_version_needs_the_version_option(env, tmp_path):
+    custom = tmp_path / "tractor-current"
+    custom.mkdir()
+    (custom / "bin").symlink_to(env.installs["2.2"] + "/bin")
+    (custom / "config").symlink_to(env.installs["2.2"] + "/config")
+    result = env.fails(**env.args("2.2", state="started", install_dir=str(custom)))
+    assert result["msg"] == ("%s is not named Tractor-<version>, so its version is unknown: set the version option: "
+                             "fix version or install_dir" % custom)
+    result = env.ok(**env.args("2.2", state="started", install_dir=str(custom), version="2.2"))
+    assert result["version"] == "2.2"
 
 
 def test_missing_data_dir(env):
@@ -796,15 +845,20 @@ def test_job_pause_and_resume(env):
 
     result = env.ok(check=True, **pause)
     assert result["changed"] and result["dispatching"]["paused_now"] == [1, 2]
+    assert result["dispatching"]["confirmed"] is False
     assert result["commands"] == ["queue?q=jattr&jid=1&set_pause=1", "queue?q=jattr&jid=2&set_pause=1",
                                   "record paused jobs [1, 2] in %s" % env.state_file]
     assert not env.engine.requests("queue", "jattr") and not os.path.exists(env.state_file)
 
     result = env.ok(**pause)
     assert result["changed"] and result["dispatching"]["paused_jobs"] == [1, 2]
+    assert result["dispatching"]["confirmed"] is True
+    assert result["progress"][-1].endswith("every unfinished job reads back as paused")
     assert [p["jid"] for p in env.engine.requests("queue", "jattr")] == [1, 2]
     assert json.load(open(env.state_file))["paused_jobs"] == [1, 2]
     assert result["diff"]["before"]["paused_jobs"] == [] and result["diff"]["after"]["paused_jobs"] == [1, 2]
+    # only the confirmed list request: no monitor?q=jobs, no field of ctrl?q=status
+    assert not env.engine.requests("monitor", "jobs")
 
     result = env.ok(**pause)
     assert not result["changed"] and result["commands"] == []
@@ -828,6 +882,71 @@ def test_job_pause_and_resume(env):
     assert not env.ok(**resume)["changed"]
 
 
+def test_jobs_spooled_during_the_pause_are_paused_too(env, monkeypatch):
+    env.running_engine("2.2")
+    env.engine.add_job(1)
+    real = env.engine.request
+
+    def spool_meanwhile(client, verb, params=None, *args, **kwargs):
+        reply = real(client, verb, params, *args, **kwargs)
+        if verb == "queue" and 6 not in env.engine.jobs:
+            env.engine.add_job(6)                       # a job spooled between the pause and the read-back
+        return reply
+    monkeypatch.setattr(env.engine, "request", spool_meanwhile)
+    result = env.ok(**env.args("2.2", dispatching="paused"))
+    assert result["dispatching"]["paused_now"] == [1, 6] and result["dispatching"]["confirmed"]
+    assert all(job["pausetime"] for job in env.engine.jobs.values())
+
+
+def test_a_pause_that_never_reads_back_fails_with_the_engine_up(env):
+    env.running_engine("2.2")
+    env.engine.add_job(1)
+    env.engine.add_job(2)
+    env.engine.ignore_jattr.add(2)
+    result = env.fails(**env.args("2.2", dispatching="paused", confirm_timeout=1))
+    assert result["msg"].startswith("jobs 2 still read back as unpaused ")
+    assert "the engine is still up. Pause them in the Dashboard or with tq pause, then run the task again" \
+        in result["msg"]
+    assert result["unpaused"] == [2] and env.engine.up
+    assert not os.path.exists(env.state_file)
+
+
+@pytest.mark.parametrize("reply, why", [
+    # the real shape of monitor?q=jobs (fact sheet 6.6), as if the engine answered that
+    ({"users": {"ann": {"1": {"data": {"user": "ann", "jid": 1}}}}}, 'no "rows" list'),
+    ({"rc": 0, "msg": "ok", "rows": {"jid": 1}}, '"rows" is a dict'),
+    ({"rc": 0, "rows": [[1, None, 1, 0]]}, "row 0 is a list, not an object"),
+    ({"rc": 0, "rows": [{"jid": 1, "numtasks": 1, "numdone": 0}]}, "row 0 lacks pausetime"),
+    ({"rc": 0, "rows": [{"jid": "one", "pausetime": None, "numtasks": 1, "numdone": 0}]}, "jid is 'one', not a number"),
+    (["jid", 1], "a list, not an object"),
+])
+def test_job_pause_fails_closed_on_a_reply_it_does_not_know(env, reply, why):
+    env.running_engine("2.2")
+    env.engine.add_job(1)
+    env.engine.select_reply = {"job": reply}
+    result = env.fails(**env.args("2.2", dispatching="paused"))
+    assert why in result["msg"] and "nothing was changed on the strength of it" in result["msg"]
+    assert result["msg"].startswith("pause the unfinished jobs failed: the reply to ")
+    assert not env.engine.requests("queue", "jattr") and not os.path.exists(env.state_file)
+    assert result["commands"] == []
+
+
+def test_job_pause_fails_on_an_engine_error_reply(env, monkeypatch):
+    env.running_engine("2.2")
+    env.engine.add_job(1)
+    real = env.engine.request
+
+    def refused(client, verb, params=None, *args, **kwargs):
+        if verb == "db":
+            raise EngineRefused("tractorselect: unknown column pausetime", {"rc": 1}, status=200)
+        return real(client, verb, params, *args, **kwargs)
+    monkeypatch.setattr(env.engine, "request", refused)
+    result = env.fails(**env.args("2.2", dispatching="paused"))
+    assert result["msg"] == ("pause the unfinished jobs failed: tractorselect: unknown column pausetime. Nothing more "
+                             "was changed; the engine is left as it is")
+    assert not env.engine.requests("queue", "jattr")
+
+
 def test_job_resume_warns_about_refused_jobs(env):
     env.running_engine("2.2")
     env.engine.add_job(7, paused=True)
@@ -837,15 +956,6 @@ def test_job_resume_warns_about_refused_jobs(env):
     result = env.ok(**env.args("2.2", dispatching="running"))
     assert result["changed"] and result["dispatching"]["resumed_now"] == []
     assert env.warnings() == ["job 7 could not be unpaused: no such job 7"]
-
-
-def test_resume_warns_when_the_engine_wide_switch_is_paused(env):
-    env.running_engine("2.2")
-    env.engine.paused = True
-    result = env.ok(**env.args("2.2", dispatching="running"))
-    assert not result["changed"] and result["dispatching"]["engine_paused"] is True
-    assert env.warnings() == ["the engine-wide dispatching switch is paused (engine started with --paused, or paused "
-                              "in the Dashboard); resume it there, or with dispatch_method=engine_switch"]
 
 
 def test_corrupt_paused_jobs_record(env):
@@ -863,18 +973,22 @@ def test_engine_switch(env):
     assert result["changed"] and result["commands"] == ["ctrl?q=dispatching&pause=1"] and not env.engine.paused
     result = env.ok(**pause)
     assert result["changed"] and env.engine.paused and result["dispatching"]["engine_paused"] is True
+    assert result["diff"]["before"]["engine_paused"] is False
     assert not env.ok(**pause)["changed"]
     result = env.ok(**env.args("2.4", dispatching="running", dispatch_method="engine_switch"))
     assert result["changed"] and not env.engine.paused
+    # job_pause never reads the invented switch
+    calls = len(env.engine.requests("ctrl", "dispatching"))
+    result = env.ok(**env.args("2.4", dispatching="paused"))
+    assert result["dispatching"]["engine_paused"] is None and len(env.engine.requests("ctrl", "dispatching")) == calls
 
 
 def test_engine_switch_not_answered(env):
     env.running_engine("2.4")
     env.engine.switch_supported = False
     result = env.fails(**env.args("2.4", dispatching="paused", dispatch_method="engine_switch"))
-    assert result["msg"] == ("the engine-wide dispatch switch (ctrl?q=dispatching&pause=1) failed: unknown request "
-                             "ctrl?q=dispatching. Its URL is not documented by Pixar; use dispatch_method=job_pause "
-                             "on engines that do not answer it")
+    assert result["msg"] == ("ctrl?q=dispatching failed: unknown request ctrl?q=dispatching. Nothing more was changed; "
+                             "the engine is left as it is")
 
 
 def test_dispatching_after_a_start_in_check_mode(env):
@@ -883,15 +997,19 @@ def test_dispatching_after_a_start_in_check_mode(env):
 
 
 # -- retry_active ------------------------------------------------------------------------------------
-def test_retry_active(env):
+def test_retry_active_waits_until_the_blades_have_killed_the_commands(env):
     env.running_engine("2.4")
-    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "active"}, {"jid": 1, "tid": 2, "state": "ready"},
-                        {"jid": 2, "tid": 1, "state": "active"}]
+    env.engine.add_running(1, 1, blade="rack1")
+    env.engine.tasks.append({"jid": 1, "tid": 2, "state": "ready"})
+    env.engine.add_running(2, 1, blade="rack2")
+    env.engine.kill_after = 3                           # the blades hear of it three looks later
     env.runner.results["tq"] = (0, "   1  1 ann  frame 1  active retried\n   2  1 bob  frame 1  active retried\n", "")
     retry = env.args("2.4", retry_active=True, engine_user="wrangler", engine_password="s3cret")
 
     result = env.ok(check=True, **retry)
     assert result["changed"] and result["retried_tasks"] == 2 and not env.runner.argvs("tq")
+    assert result["retry"] == {"tasks": [[1, 1], [2, 1]], "confirmed": False,
+                               "commands": ["J1 T1 C1 I1 on blade rack1", "J2 T1 C1 I1 on blade rack2"]}
 
     result = env.ok(**retry)
     tq = os.path.join(env.installs["2.4"], "bin", "tq")
@@ -899,54 +1017,75 @@ def test_retry_active(env):
     assert env.runner.argvs("tq") == [argv] and result["commands"] == [" ".join(argv)]
     assert "s3cret" not in " ".join(argv)
     assert [kw.get("environ_update") for a, kw in env.runner.calls if a[0] == tq] == [{"TRACTOR_PASSWORD": "s3cret"}]
-    assert result["changed"] and result["retried_tasks"] == 2
+    assert result["changed"] and result["retried_tasks"] == 2 and result["retry"]["confirmed"] is True
+    # the module returned only once every retried command had ended on its blade
+    assert all(inv["stoptime"] and not inv["current"] for inv in env.engine.invocations)
+    assert len(env.engine.selects("invocation")) == 1 + 1 + 4     # check mode, before the retry, 4 looks
+    assert result["progress"][-1].endswith("every retried command has ended")
+    assert any("waiting for 2 command(s) to end on their blades" in line for line in result["progress"])
 
-    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "ready"}]
     result = env.ok(**retry)
     assert not result["changed"] and result["retried_tasks"] == 0 and len(env.runner.argvs("tq")) == 1
 
 
-def test_retry_active_counts_from_the_status_without_listing_every_task(env):
+def test_retry_active_times_out_with_the_engine_up_and_names_the_commands(env):
+    env.running_engine("2.4")
+    env.engine.add_job(1, paused=True)
+    env.engine.add_running(1, 4, blade="rack9")
+    env.engine.kill_after = None                        # its blade never hears of the retry
+    result = env.fails(**env.args("2.4", retry_active=True, confirm_timeout=1, state="killed"))
+    assert result["msg"].startswith("after tq retry active, 1 command(s) still run ")
+    assert "J1 T4 C4 I1 on blade rack9" in result["msg"] and "The engine is still up" in result["msg"]
+    assert result["still_running"] == ["J1 T4 C4 I1 on blade rack9"]
+    assert env.engine.up and te.pid_alive(env.engine.pid)          # step 3 never ran
+    assert not any(c.startswith("kill ") for c in result["commands"])
+
+
+def test_retry_active_with_no_active_task_sends_nothing(env):
     env.running_engine("2.4")
     env.engine.tasks = [{"jid": 1, "tid": t, "state": "done"} for t in range(1, 50)]
     result = env.ok(**env.args("2.4", retry_active=True))
     assert not result["changed"] and result["retried_tasks"] == 0 and not env.runner.argvs("tq")
-    assert not env.engine.requests("monitor", "tasks")
+    assert not env.engine.requests("monitor", "tasks") and not env.engine.selects("invocation")
 
 
-def test_retry_active_lists_the_tasks_when_the_status_has_no_counts(env, monkeypatch):
+@pytest.mark.parametrize("table, reply, why", [
+    ("task", {"rc": 0, "msg": "ok"}, 'no "rows" list'),
+    ("task", {"rc": 0, "rows": [{"jid": 1, "tid": 1, "state": 3}]}, "state is 3, not a task state"),
+    ("invocation", {"rc": 0, "rows": [{"jid": 1, "tid": 1, "cid": 1, "iid": 1, "current": "maybe",
+                                       "stoptime": None, "bladeid": "b"}]}, "current is 'maybe', not a boolean"),
+    ("invocation", {"rc": 0, "rows": [{"jid": 1, "tid": 1, "cid": 1, "iid": 1, "current": True}]},
+     "row 0 lacks stoptime, bladeid"),
+])
+def test_retry_active_fails_closed_on_a_reply_it_does_not_know(env, table, reply, why):
     env.running_engine("2.4")
-    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "active"}]
-    env.runner.results["tq"] = (0, "   1  1 ann  frame 1  active retried\n", "")
-    real = env.engine.request
-
-    def without_counts(client, verb, params=None, *args, **kwargs):
-        reply, headers = real(client, verb, params, *args, **kwargs)
-        if (verb, (params or {}).get("q")) == ("ctrl", "status"):
-            reply = dict(reply, queue={})
-        return reply, headers
-    monkeypatch.setattr(env.engine, "request", without_counts)
-    result = env.ok(**env.args("2.4", retry_active=True))
-    assert result["changed"] and result["retried_tasks"] == 1 and len(env.engine.requests("monitor", "tasks")) == 1
+    env.engine.add_running(1, 1)
+    env.engine.select_reply = {table: reply}
+    result = env.fails(**env.args("2.4", retry_active=True))
+    assert why in result["msg"] and result["msg"].startswith("retry the active tasks failed: the reply to ")
+    assert not env.runner.argvs("tq")
 
 
 def test_retry_active_failure(env):
     env.running_engine("2.4")
-    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "active"}]
+    env.engine.add_running(1, 1)
     env.runner.results["tq"] = (2, "", "tq: engine localhost:18080 refused the login\n")
     result = env.fails(**env.args("2.4", retry_active=True))
-    assert result["msg"] == "tq retry active failed (rc=2): tq: engine localhost:18080 refused the login"
+    assert result["msg"] == ("tq retry active failed (rc=2); the engine is left as it is: tq: engine localhost:18080 "
+                             "refused the login")
     assert result["rc"] == 2 and result["cmd"].endswith("--force --yes retry active")
 
 
 def test_downgrade_steps_run_in_the_runbook_order(env):
     proc = env.running_engine("2.4")
     env.engine.add_job(1)
-    env.engine.tasks = [{"jid": 1, "tid": 1, "state": "active"}]
+    env.engine.add_running(1, 1)
     result = env.ok(**env.args("2.4", dispatching="paused", retry_active=True, state="killed"))
     assert [c.split("&")[0].split()[0] for c in result["commands"][:3]] == \
         ["queue?q=jattr", "record", os.path.join(env.installs["2.4"], "bin", "tq")]
     assert result["commands"][3] == "kill -KILL %d" % proc.pid
+    # the kill came after the retried command had ended
+    assert result["retry"]["confirmed"] and env.engine.invocations[0]["stoptime"]
     env.engine.up = False
     again = env.ok(**env.args("2.4", dispatching="paused", retry_active=True, state="killed"))
     assert not again["changed"]
