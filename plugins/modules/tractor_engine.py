@@ -58,12 +58,20 @@ options:
   service_manager:
     description:
       - How the engine process is started and stopped.
-      - V(systemd) runs C(systemctl start|stop <service_name>). The unit comes from the install's
-        C(lib/SystemServices/systemd/tractor-engine.service), copied to C(/usr/lib/systemd/system).
-        Its settings file (O(service_settings)) selects the install and the configuration
-        directory.
+      - V(systemd) runs C(systemctl start|stop <service_name>). The unit is the site's (Pixar ships
+        one in C(lib/SystemServices/systemd/)). To start another install, the module writes the
+        drop-in C(/etc/systemd/system/<service_name>.service.d/50-renderfarm-tractor-install.conf).
+        It resets C(ExecStart) and sets it to the unit's own command line, with the
+        C(.../bin/tractor-engine) it names (a path, C($VAR), C(${VAR}) or C(${VAR:-default}))
+        replaced by the install's. After C(systemctl daemon-reload), C(systemctl show -p ExecStart)
+        must name the install's C(bin/tractor-engine) before anything is stopped. A unit whose
+        C(ExecStart) names no C(tractor-engine), or more than one, is refused before the stop.
       - V(sysv) runs C(<init_script> start|stop|status); C(status) exits 3 when the engine is
-        stopped (1 means dead with a stale pid file, and counts as stopped).
+        stopped (1 means dead with a stale pid file, and counts as stopped). The init script must
+        run C($VAR/bin/tractor-engine) (or C(${VAR}), C(${VAR:-default})) and name
+        O(service_settings), where the module then sets C(VAR) to the install. A script that names
+        an install's path itself always starts that install, so the module refuses it before the
+        stop; use V(systemd) or V(direct) there, or edit the script.
       - V(direct) runs C(<install>/bin/tractor-engine --configdir=<config_dir> --daemon
         --pidfile=<pidfile> --log=<log_file>) (plus C(--paused) with O(start_paused)), and stops
         the engine with signals.
@@ -83,18 +91,17 @@ options:
       - The settings file the service reads. Defaults to C(/etc/sysconfig/<service_name>) for
         V(systemd) (the unit's C(EnvironmentFile)) and C(/etc/sysconfig/pixar) for V(sysv) (the
         settings file shared by Pixar's init scripts).
-      - With O(state=started) or O(state=restarted), the module makes sure this file sets
-        C(TRACTOR_INSTALL_DIR) to the install being started and C(TRACTOR_CONFIG_DIR) to
-        O(config_dir), rewriting only those two assignments (or appending them, or creating the
-        file). That is how another version is selected under a service manager; the unit and
-        the init script stay as installed.
-      - It also reads the log file and pid file from it. That is C(--log=) in C(OPTIONS)
-        (systemd) or C(TRACTOR_ENGINE_OPTIONS) (sysv), and C(TRACTOR_ENGINE_PIDFILE) (sysv).
-      - These variable names are those of the service files the collection is tested with;
-        Pixar's own file texts are not public. If your files use other names, the version check
-        after the start catches an engine of the wrong version.
-      - With V(sysv) the file is shared with the blade's init script, so a blade on the same host
-        also runs the new install at its next restart.
+      - With V(sysv) and O(state=started) or O(state=restarted), the module sets the variable the
+        init script takes the install from (see O(service_manager)) in this file, rewriting only
+        that assignment (or appending it). The init script stays as installed. The file is
+        shared with the blade's init script, so a blade that reads the same variable also runs
+        the new install at its next restart.
+      - With V(systemd) the module does not write this file; the drop-in selects the install.
+      - The module reads the log file and pid file from this file. That is C(--log=) in
+        C(OPTIONS) (systemd) or C(TRACTOR_ENGINE_OPTIONS) (sysv), and C(TRACTOR_ENGINE_PIDFILE)
+        (sysv). These names are those of the service files the collection is tested with, since
+        Pixar's own file texts are not public; without them the engine's log is not shown on a
+        failed start (the journal is, under systemd).
     type: path
   init_script:
     description:
@@ -223,11 +230,14 @@ attributes:
         cannot be listed; the result says so.
       - O(dispatching) and O(retry_active) list what they would pause or retry; they send nothing
         and so have nothing to wait for.
+      - Under systemd and SysV it checks that the unit or init script can be steered to the
+        install, and shows the drop-in or settings line it would write.
   diff_mode:
     support: full
     details:
       - RV(diff) shows the engine's state, version, build, pid and dispatching before and after,
-        and the service settings values the module rewrites.
+        and the C(ExecStart) of the drop-in (systemd) or the settings value (SysV) the module
+        rewrites.
   idempotent:
     support: partial
     details:
@@ -520,12 +530,13 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_
     parse_server_header,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_service import (
+    DROPIN_NAME, ServiceError, dropin_text, rewrite_exec_start, show_runs, sysv_install_variable, unit_exec_start,
+)
 
 DEFAULT_PIDFILE = 'tractor-engine.pid'
 DEFAULT_LOG = 'engine.log'
-# Variables of the service settings files (see the service_settings option).
-INSTALL_VAR = 'TRACTOR_INSTALL_DIR'
-CONFIG_VAR = 'TRACTOR_CONFIG_DIR'
+# Variables of the service settings files the module reads (see the service_settings option).
 SYSV_PIDFILE_VAR = 'TRACTOR_ENGINE_PIDFILE'
 SYSV_OPTIONS_VAR = 'TRACTOR_ENGINE_OPTIONS'
 SYSTEMD_OPTIONS_VAR = 'OPTIONS'
@@ -533,6 +544,7 @@ SYSV_SETTINGS = '/etc/sysconfig/pixar'
 SYSCONFIG_DIR = '/etc/sysconfig'
 SYSV_DEFAULT_PIDFILE = '/var/run/tractor-engine.pid'
 SYSTEMD_RUNTIME_DIR = '/run/systemd/system'
+SYSTEMD_DROPIN_ROOT = '/etc/systemd/system'
 SYSTEMD_UNIT_DIRS = ('/etc/systemd/system', '/run/systemd/system', '/usr/local/lib/systemd/system',
                      '/usr/lib/systemd/system', '/lib/systemd/system')
 SYSV_STATUS_STOPPED = 3
@@ -974,27 +986,79 @@ class EngineManager(object):
                              'to /usr/lib/systemd/system/%s and run systemctl daemon-reload'
                              % (self.unit, self.tm.install_dir, self.unit))
 
-    # -- settings of systemd / sysv ---------------------------------------------------------------
-    def ensure_settings(self):
-        """Point the service settings at this install and config dir; True when they change."""
-        if self.manager not in ('systemd', 'sysv'):
-            return False
+    # -- which install the service starts --------------------------------------------------------
+    def select_install(self):
+        """Make the service start this install, proven before anything is stopped; True when it changed."""
+        if self.manager == 'systemd':
+            return self.select_install_systemd()
+        if self.manager == 'sysv':
+            return self.select_install_sysv()
+        return False
+
+    def cannot_steer(self, why):
+        self.tm.fail('%s cannot be made to start %s: %s. Nothing was stopped. Make the service run '
+                     '<install>/bin/tractor-engine (systemd: in its ExecStart; SysV: through a variable such as '
+                     '$TRACTOR_INSTALL_DIR that %s sets), or use service_manager=direct'
+                     % (self.unit if self.manager == 'systemd' else self.init_script, self.tm.install_dir, why,
+                        self.settings_path))
+
+    def select_install_systemd(self):
+        systemctl = self.systemctl()
+        rc, out, err = self.read_cmd([systemctl, 'cat', self.unit])
+        if rc != 0:
+            self.cannot_steer('systemctl cat %s failed (rc=%s): %s' % (self.unit, rc, (err or out).strip()))
+        try:
+            exec_start = rewrite_exec_start(out, self.tm.install_dir)
+        except ServiceError as exc:
+            self.cannot_steer(str(exc))
+        path = os.path.join(SYSTEMD_DROPIN_ROOT, self.unit + '.d', DROPIN_NAME)
+        current = self.read_text(path)
+        wanted = dropin_text(exec_start)
+        # Nothing to write when the unit (with its drop-ins) already runs this install.
+        changed = current != wanted and unit_exec_start(out) != [exec_start]
+        if changed:
+            before = unit_exec_start(current)
+            self.settings_diff = dict(path=path, before=dict(ExecStart=before[-1] if before else None),
+                                      after=dict(ExecStart=exec_start))
+            if self.tm.record('write %s (ExecStart=%s); systemctl daemon-reload' % (path, exec_start)):
+                if not os.path.isdir(os.path.dirname(path)):
+                    os.makedirs(os.path.dirname(path), 0o755)
+                self.write_file(path, wanted, 0o644)
+                self.change_cmd([systemctl, 'daemon-reload'], 'systemctl daemon-reload')
+            else:
+                return changed      # check mode: nothing written, nothing to read back
+        # What systemd itself will run, read back before anything is stopped.
+        rc, out, err = self.read_cmd([systemctl, 'show', '--property=ExecStart', self.unit])
+        if rc != 0 or not show_runs(out, self.tm.install_dir):
+            if changed:
+                if current is None:
+                    os.unlink(path)
+                else:
+                    self.write_file(path, current, 0o644)
+                self.read_cmd([systemctl, 'daemon-reload'])
+            self.cannot_steer('after %s was written, systemctl show still reports %s (a drop-in of higher '
+                              'precedence?)' % (path, (out or err).strip()))
+        return changed
+
+    def select_install_sysv(self):
+        script = self.read_text(self.init_script)
+        try:
+            variable = sysv_install_variable(script, self.settings_path)
+        except ServiceError as exc:
+            self.cannot_steer(str(exc))
+        install = self.tm.install_dir
+        if UNSAFE_SETTING_RE.search(install):
+            self.tm.fail('%s=%r cannot be written to %s: a shell sources that file and would expand or split it; '
+                         'use an install directory without $ ` " \\ or line breaks' % (variable, install, self.settings_path))
         text = self.read_text(self.settings_path)
-        current = parse_settings(text)
-        wanted = {INSTALL_VAR: self.tm.install_dir, CONFIG_VAR: self.tm.config_dir}
-        for name, value in sorted(wanted.items()):
-            if UNSAFE_SETTING_RE.search(value):
-                self.tm.fail('%s=%r cannot be written to %s: a shell sources that file and would expand or split '
-                             'it; use an install and config directory without $ ` " \\ or line breaks'
-                             % (name, value, self.settings_path))
-        before = dict((k, current.get(k)) for k in wanted)
-        if before == wanted:
+        current = parse_settings(text).get(variable)
+        if current == install:
             return False
-        self.settings_diff = dict(path=self.settings_path, before=before, after=wanted)
-        new_text = update_settings(text, wanted)
-        what = ', '.join('%s=%s' % (k, wanted[k]) for k in sorted(wanted) if before.get(k) != wanted[k])
-        if self.tm.record('set %s in %s' % (what, self.settings_path)):
-            self.write_file(self.settings_path, new_text, 0o644)
+        self.settings_diff = dict(path=self.settings_path, before={variable: current}, after={variable: install})
+        if self.tm.record('set %s=%s in %s' % (variable, install, self.settings_path)):
+            self.write_file(self.settings_path, update_settings(text, {variable: install}), 0o644)
+            if parse_settings(self.read_text(self.settings_path)).get(variable) != install:
+                self.cannot_steer('%s does not read back with %s=%s' % (self.settings_path, variable, install))
         return True
 
     def write_file(self, path, text, mode):
@@ -1390,14 +1454,15 @@ class EngineManager(object):
             other = before['running'] and (before['version'] != version or
                                            bool(build and before['build'] and before['build'] != build))
             if state == 'restarted' or not before['running'] or other:
+                self.select_install()   # proven before anything is stopped
                 if before['running']:
-                    self.stop(before)   # with the settings it was started with
-                self.ensure_settings()
+                    self.stop(before)
                 self.start()
                 predicted = dict(state='running', version=version, build=build)
             else:
-                if self.ensure_settings():
-                    self.warnings.append('the service settings changed; they take effect at the next restart')
+                if self.select_install():
+                    self.warnings.append('the service now starts %s; that takes effect at its next restart'
+                                         % self.tm.install_dir)
                 self.wait_healthy(version, build, started=False)
         elif state == 'stopped' and before['running']:
             self.stop(before)

@@ -247,17 +247,40 @@ class Runner:
         self.env.engine.up = False
         return 0, "Stopping tractor-engine: ok.", ""
 
+    def unit_texts(self):
+        """The unit file, then the drop-ins: what `systemctl cat` prints."""
+        texts = [open(os.path.join(te.SYSTEMD_UNIT_DIRS[0], "tractor-engine.service")).read()]
+        dropins = os.path.join(te.SYSTEMD_DROPIN_ROOT, "tractor-engine.service.d")
+        for name in sorted(os.listdir(dropins)) if os.path.isdir(dropins) else []:
+            texts.append(open(os.path.join(dropins, name)).read())
+        return texts
+
+    def exec_start(self):
+        """The ExecStart systemd would run (the last one set, as systemd reads unit and drop-ins)."""
+        line = None
+        for text in self.unit_texts():
+            for raw in text.splitlines():
+                if raw.startswith("ExecStart="):
+                    line = raw.split("=", 1)[1] or None
+        return line
+
     def systemctl(self, argv):
         action = argv[1]
         if action == "is-active":
             return (0 if self.systemd_active == "active" else 3), self.systemd_active + "\n", ""
+        if action == "cat":
+            return 0, "\n".join(self.unit_texts()), ""
+        if action == "daemon-reload":
+            return 0, "", ""
+        if action == "show" and argv[2] == "--property=ExecStart":
+            line = self.exec_start()
+            return 0, "ExecStart={ path=%s ; argv[]=%s ; ignore_errors=no }\n" % (line.split()[0], line), ""
         if action == "show":
             return 0, ("4242\n" if self.systemd_active == "active" else "0\n"), ""
         if action == "start":
             self.systemd_active = "active"
             self.env.engine.up = True
-            install = te.parse_settings(open(self.env.settings).read())["TRACTOR_INSTALL_DIR"]
-            version = os.path.basename(install).split("-")[1]
+            version = re.search(r"Tractor-(\d+\.\d+)/bin/tractor-engine", self.exec_start()).group(1)
             self.env.engine.version, self.env.engine.build = version, BUILDS[version][0]
             return 0, "", ""
         if action == "stop":
@@ -334,6 +357,7 @@ class Env:
         monkeypatch.setattr(te, "KILL_WAIT", 5)
         monkeypatch.setattr(te, "SYSTEMD_RUNTIME_DIR", str(tmp_path / "run-systemd-system"))
         monkeypatch.setattr(te, "SYSTEMD_UNIT_DIRS", (str(tmp_path / "units"),))
+        monkeypatch.setattr(te, "SYSTEMD_DROPIN_ROOT", str(tmp_path / "etc-systemd-system"))
 
     @staticmethod
     def _exit(module, **kwargs):
@@ -1093,11 +1117,14 @@ def test_downgrade_steps_run_in_the_runbook_order(env):
 
 
 # -- sysv ----------------------------------------------------------------------------------------------
-def make_init_script(env):
+def make_init_script(env, program='"$TRACTOR_INSTALL_DIR/bin/tractor-engine"'):
     os.makedirs(os.path.dirname(env.init_script))
     with open(env.init_script, "w") as handle:
         handle.write("#!/bin/sh\nTRACTOR_ENGINE_PIDFILE=/var/run/tractor-engine.pid\n"
-                     'TRACTOR_ENGINE_OPTIONS="--log=/var/log/tractor-engine.log"\n')
+                     'TRACTOR_ENGINE_OPTIONS="--log=/var/log/tractor-engine.log"\n'
+                     "TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.2\n"
+                     '[ -r "%s" ] && . "%s"\n'
+                     "program=%s\n" % (env.settings, env.settings, program))
     os.chmod(env.init_script, 0o755)
     os.makedirs(os.path.dirname(env.settings))
     with open(env.settings, "w") as handle:
@@ -1110,24 +1137,43 @@ def test_sysv_auto_start_and_upgrade(env):
     result = env.ok(**env.args("2.2", state="started", **common))
     assert result["service_manager"] == {"name": "sysv", "reason": "init script %s exists" % env.init_script}
     assert result["changed"] and result["commands"] == [
-        "set TRACTOR_CONFIG_DIR=%s, TRACTOR_INSTALL_DIR=%s in %s" % (env.config_dir, env.installs["2.2"], env.settings),
+        "set TRACTOR_INSTALL_DIR=%s in %s" % (env.installs["2.2"], env.settings),
         "%s start" % env.init_script]
     assert result["pidfile"] == "/var/run/tractor-engine.pid" and result["log_file"] == env.log
     settings = te.parse_settings(open(env.settings).read())
-    assert settings["TRACTOR_INSTALL_DIR"] == env.installs["2.2"] and settings["TRACTOR_CONFIG_DIR"] == str(env.config_dir)
+    assert settings["TRACTOR_INSTALL_DIR"] == env.installs["2.2"] and "TRACTOR_CONFIG_DIR" not in settings
     assert open(env.settings).read().startswith("# site settings\n")
     assert result["diff"]["after"]["service_settings"]["TRACTOR_INSTALL_DIR"] == env.installs["2.2"]
 
     assert not env.ok(**env.args("2.2", state="started", **common))["changed"]
 
     result = env.ok(**env.args("2.4", state="started", **common))
-    assert result["commands"] == ["%s stop" % env.init_script,
-                                  "set TRACTOR_INSTALL_DIR=%s in %s" % (env.installs["2.4"], env.settings),
+    # the install is selected (and read back) before the running engine is stopped
+    assert result["commands"] == ["set TRACTOR_INSTALL_DIR=%s in %s" % (env.installs["2.4"], env.settings),
+                                  "%s stop" % env.init_script,
                                   "%s start" % env.init_script]
     assert result["previous_version"] == "2.2" and result["version"] == "2.4"
 
     result = env.ok(**env.args("2.4", state="stopped", **common))
     assert result["commands"] == ["%s stop" % env.init_script] and result["state"] == "stopped"
+
+
+@pytest.mark.parametrize("program, why", [
+    ("/opt/pixar/Tractor-2.2/bin/tractor-engine", "the init script runs /opt/pixar/Tractor-2.2/bin/tractor-engine "
+                                                  "itself, so it always starts that install"),
+    ("/usr/local/sbin/start-tractor", "the init script names no .../bin/tractor-engine"),
+])
+def test_sysv_script_that_cannot_be_steered_is_refused_before_the_stop(env, program, why):
+    make_init_script(env, program=program)
+    env.runner.sysv_running = True
+    env.running_engine("2.2")
+    common = dict(service_manager="sysv", init_script=env.init_script, service_settings=env.settings)
+    result = env.fails(**env.args("2.4", state="started", **common))
+    assert result["msg"].startswith("%s cannot be made to start %s: %s" % (env.init_script, env.installs["2.4"], why))
+    assert "Nothing was stopped." in result["msg"]
+    assert "or use service_manager=direct" in result["msg"]
+    assert result["commands"] == [] and env.runner.sysv_running and env.engine.up
+    assert "TRACTOR_INSTALL_DIR" not in open(env.settings).read()
 
 
 def test_sysv_missing_script(env):
@@ -1151,8 +1197,9 @@ def make_systemd(env, unit=True):
     if unit:
         os.makedirs(te.SYSTEMD_UNIT_DIRS[0])
         with open(os.path.join(te.SYSTEMD_UNIT_DIRS[0], "tractor-engine.service"), "w") as handle:
-            handle.write('[Service]\nEnvironment="TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.2"\n'
-                         'Environment="OPTIONS="\nEnvironmentFile=-/etc/sysconfig/tractor-engine\n')
+            # as a site writes it: the version hard-coded in ExecStart
+            handle.write('[Service]\nEnvironment="OPTIONS="\nEnvironmentFile=-/etc/sysconfig/tractor-engine\n'
+                         'ExecStart=%s/bin/tractor-engine --configdir=%s $OPTIONS\n' % (env.installs["2.2"], env.config_dir))
 
 
 def test_systemd_auto_start_upgrade_and_stop(env):
@@ -1163,13 +1210,60 @@ def test_systemd_auto_start_upgrade_and_stop(env):
     assert env.runner.argvs("systemctl")[-3:-2] == [["/usr/bin/systemctl", "start", "tractor-engine.service"]]
     assert result["pid"] == 4242
 
+    dropin = os.path.join(te.SYSTEMD_DROPIN_ROOT, "tractor-engine.service.d", "50-renderfarm-tractor-install.conf")
+    assert not os.path.exists(dropin)          # the unit already starts 2.2
+    wanted = "%s/bin/tractor-engine --configdir=%s $OPTIONS" % (env.installs["2.4"], env.config_dir)
+
+    result = env.ok(check=True, **env.args("2.4", state="started", service_manager="systemd", **common))
+    assert result["commands"][0] == "write %s (ExecStart=%s); systemctl daemon-reload" % (dropin, wanted)
+    assert not os.path.exists(dropin) and env.engine.version == "2.2"
+
     result = env.ok(**env.args("2.4", state="started", service_manager="systemd", **common))
-    assert result["commands"][0] == "/usr/bin/systemctl stop --no-block tractor-engine.service"
-    assert result["commands"][-1] == "/usr/bin/systemctl start tractor-engine.service"
-    assert te.parse_settings(open(env.settings).read())["TRACTOR_INSTALL_DIR"] == env.installs["2.4"]
+    # the drop-in is written and read back (systemctl show) before the engine is stopped
+    assert result["commands"] == ["write %s (ExecStart=%s); systemctl daemon-reload" % (dropin, wanted),
+                                  "/usr/bin/systemctl daemon-reload",
+                                  "/usr/bin/systemctl stop --no-block tractor-engine.service",
+                                  "/usr/bin/systemctl start tractor-engine.service"]
+    calls = [a[1:3] for a in env.runner.argvs("systemctl")]
+    assert calls.index(["show", "--property=ExecStart"]) < calls.index(["stop", "--no-block"])
+    assert open(dropin).read().splitlines()[-2:] == ["ExecStart=", "ExecStart=" + wanted]
+    assert result["version"] == "2.4" and result["diff"]["after"]["service_settings"] == {"ExecStart": wanted}
+    assert not os.path.exists(env.settings)     # the settings file is not written under systemd
+
+    # the rollback: back to 2.2 through the same drop-in
+    result = env.ok(**env.args("2.2", state="started", service_manager="systemd", **common))
+    assert result["version"] == "2.2" and env.runner.exec_start().startswith(env.installs["2.2"] + "/bin/tractor-engine")
+    assert not env.ok(**env.args("2.2", state="started", service_manager="systemd", **common))["changed"]
 
     result = env.ok(**env.args("2.4", state="stopped", service_manager="systemd", **common))
     assert result["commands"] == ["/usr/bin/systemctl stop --no-block tractor-engine.service"]
+
+
+@pytest.mark.parametrize("exec_start", ["/usr/local/sbin/start-tractor --engine", ""])
+def test_systemd_unit_that_cannot_be_steered_is_refused_before_the_stop(env, exec_start):
+    make_systemd(env)
+    env.ok(**env.args("2.2", state="started", service_manager="systemd"))
+    unit = os.path.join(te.SYSTEMD_UNIT_DIRS[0], "tractor-engine.service")
+    text = open(unit).read().replace("ExecStart=%s/bin/tractor-engine" % env.installs["2.2"], "ExecStart=" + exec_start)
+    with open(unit, "w") as handle:
+        handle.write(text)
+    result = env.fails(**env.args("2.4", state="started", service_manager="systemd"))
+    assert result["msg"].startswith("tractor-engine.service cannot be made to start %s: " % env.installs["2.4"])
+    assert "Nothing was stopped" in result["msg"] and result["commands"] == []
+    assert env.runner.systemd_active == "active" and env.engine.version == "2.2"
+
+
+def test_systemd_dropin_overridden_by_another_is_undone_and_refused(env):
+    make_systemd(env)
+    env.ok(**env.args("2.2", state="started", service_manager="systemd"))
+    later = os.path.join(te.SYSTEMD_DROPIN_ROOT, "tractor-engine.service.d", "90-site.conf")
+    os.makedirs(os.path.dirname(later))
+    with open(later, "w") as handle:       # a site drop-in that sorts after ours pins 2.2
+        handle.write("[Service]\nExecStart=\nExecStart=%s/bin/tractor-engine\n" % env.installs["2.2"])
+    result = env.fails(**env.args("2.4", state="started", service_manager="systemd"))
+    assert "systemctl show still reports" in result["msg"] and "Nothing was stopped" in result["msg"]
+    assert sorted(os.listdir(os.path.dirname(later))) == ["90-site.conf"]     # ours removed again
+    assert env.runner.systemd_active == "active" and env.engine.version == "2.2"
 
 
 def test_systemd_stop_escalates_with_systemctl_kill_or_signal(env):

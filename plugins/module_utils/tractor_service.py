@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: renderfarm.tractor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Which install a service starts, and how to make it start another one (fact sheet 7.3).
+
+Pixar's unit and init script texts are not public, and sites write their own.  So the module
+does not rely on any variable name: it finds the ``.../bin/tractor-engine`` the service runs and
+steers that, through a mechanism the service manager itself defines.
+
+* systemd: a drop-in (``<unit>.d/50-renderfarm-tractor-install.conf``) that resets ``ExecStart``
+  and sets it to the unit's own command line with the engine binary of the chosen install.
+  ``systemctl show -p ExecStart`` then proves what systemd will run.
+* SysV: an init script can only be steered when it runs ``$VAR/bin/tractor-engine`` (or
+  ``${VAR}``, ``${VAR:-default}``) and reads the settings file, where ``VAR`` is then set.  A
+  script that names an install literally cannot be steered: the module refuses before the stop.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import re
+
+DROPIN_NAME = '50-renderfarm-tractor-install.conf'
+# <prefix>/bin/tractor-engine, where <prefix> is a literal path, $VAR, ${VAR} or ${VAR:-default}
+# ($$ is the escaped $ of a unit file).
+ENGINE_REF_RE = re.compile(
+    r'(?P<prefix>(?:\$\$|\$)\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::?-[^}]*)?\}'
+    r'|(?:\$\$|\$)(?P<plain>[A-Za-z_][A-Za-z0-9_]*)'
+    r'|(?P<literal>/[^\s\'"$;{}]*?))'
+    r'/bin/tractor-engine(?![A-Za-z0-9_.-])')
+DROPIN_TEXT = """\
+# Written by renderfarm.tractor.tractor_engine: the Tractor install this service starts.
+# Remove this file (and run systemctl daemon-reload) to go back to the unit's own ExecStart.
+[Service]
+ExecStart=
+ExecStart=%s
+"""
+
+
+class ServiceError(Exception):
+    pass
+
+
+def engine_refs(text):
+    """The tractor-engine binaries a command line or script names: [(prefix text, variable or None)]."""
+    return [(m.group('prefix'), m.group('braced') or m.group('plain')) for m in ENGINE_REF_RE.finditer(text or '')]
+
+
+def unit_exec_start(cat_text):
+    """The ExecStart lines in force in `systemctl cat` output (unit, then drop-ins; an empty one resets)."""
+    lines = []
+    section = None
+    for raw in (cat_text or '').splitlines():
+        line = raw.strip()
+        if line.startswith('[') and line.endswith(']'):
+            section = line[1:-1]
+            continue
+        if section != 'Service' or not line.startswith('ExecStart') or line.startswith('#'):
+            continue
+        key, sep, value = line.partition('=')
+        if not sep or key.strip() != 'ExecStart':
+            continue
+        value = value.strip()
+        if value:
+            lines.append(value)
+        else:
+            lines = []
+    return lines
+
+
+def rewrite_exec_start(cat_text, install_dir):
+    """The ExecStart line that runs <install_dir>/bin/tractor-engine with the unit's own options."""
+    lines = unit_exec_start(cat_text)
+    if len(lines) != 1:
+        raise ServiceError('the unit has %d ExecStart lines in force; the module can only steer one that runs '
+                           'tractor-engine' % len(lines))
+    line = lines[0]
+    refs = engine_refs(line)
+    if len(refs) != 1:
+        raise ServiceError('its ExecStart (%s) names %s, so the module cannot tell which install it starts'
+                           % (line, 'no .../bin/tractor-engine' if not refs else 'more than one tractor-engine'))
+    return ENGINE_REF_RE.sub(lambda m: install_dir.rstrip('/') + '/bin/tractor-engine', line, count=1)
+
+
+def dropin_text(exec_start):
+    return DROPIN_TEXT % exec_start
+
+
+def show_runs(show_text, install_dir):
+    """Does `systemctl show -p ExecStart` output run <install_dir>/bin/tractor-engine?"""
+    binary = install_dir.rstrip('/') + '/bin/tractor-engine'
+    return bool(re.search(re.escape(binary) + r'(?![A-Za-z0-9_.-])', show_text or ''))
+
+
+def sysv_install_variable(script_text, settings_path):
+    """The variable an init script takes the install from, or ServiceError saying why it cannot be steered."""
+    refs = engine_refs('\n'.join(line for line in (script_text or '').splitlines()
+                                 if not line.lstrip().startswith('#')))
+    variables = sorted(set(var for _prefix, var in refs if var))
+    literals = sorted(set(prefix for prefix, var in refs if not var))
+    if literals:
+        raise ServiceError('the init script runs %s/bin/tractor-engine itself, so it always starts that install'
+                           % literals[0])
+    if len(variables) != 1:
+        raise ServiceError('the init script names %s, so the module cannot tell which install it starts'
+                           % ('no .../bin/tractor-engine' if not variables else
+                              'the engine through several variables (%s)' % ', '.join(variables)))
+    if settings_path not in script_text:
+        raise ServiceError('the init script does not mention %s, so setting %s there may not reach it'
+                           % (settings_path, variables[0]))
+    return variables[0]
