@@ -19,6 +19,20 @@ DATA_DIR = "/var/spool/tractor"
 BACKUP_DIR = "/var/backups/tractor"
 STATE_PREPARED = "/var/lib/molecule/state-prepared.json"
 STATE_CONVERGED = "/var/lib/molecule/state-converged.json"
+# The drop-in tractor_engine writes to make the unit start another install (tractor_service.py).
+INSTALL_DROPIN = "/etc/systemd/system/tractor-engine.service.d/50-renderfarm-tractor-install.conf"
+SITE_UNIT = "/etc/systemd/system/tractor-engine.service"
+
+
+def exec_start(host) -> str:
+    """What systemd runs for the engine's unit (its ExecStart, drop-ins applied)."""
+    return host.check_output("systemctl show -p ExecStart tractor-engine")
+
+
+def starts_install(host, version: str) -> bool:
+    """systemd would start <prefix>/Tractor-<version>/bin/tractor-engine, and no other install."""
+    runs = exec_start(host)
+    return f"{PREFIX}/Tractor-{version}/bin/tractor-engine" in runs and runs.count("/bin/tractor-engine") == 1
 
 _GET = ("import json, sys, urllib.request\n"
         "try:\n"

@@ -12,7 +12,7 @@ import re
 
 import testinfra
 
-from tractor_checks import BACKUP_DIR, OWNER, Engine, backups
+from tractor_checks import BACKUP_DIR, INSTALL_DROPIN, OWNER, SITE_UNIT, Engine, backups, exec_start, starts_install
 
 HOSTS = ["engine1", "engine2"]
 
@@ -27,12 +27,15 @@ def test_engine_serves_2_4_under_systemd(host, engine):
     # The unit's ExecStart is `sh -c 'exec tractor-engine ...'`, so MainPID is the engine itself.
     assert int(main_pid) == status["pid"]
 
-    settings = host.file("/etc/sysconfig/tractor-engine").content_string
-    assert re.search(r"^TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2\.4$", settings, re.M), settings
-    assert re.search(r"^TRACTOR_CONFIG_DIR=/opt/pixar/config$", settings, re.M), settings
-    # The unit stays the one the site installed from 2.2 (the module selects the install
-    # through the settings file only).
-    assert "Tractor 2.2" in host.file("/usr/lib/systemd/system/tractor-engine.service").content_string
+    # systemd itself says it starts 2.4: the module's drop-in reset ExecStart to the 2.4 install.
+    assert starts_install(host, "2.4"), exec_start(host)
+    assert host.file(INSTALL_DROPIN).exists
+    # The unit stays the one the site has: engine1 the one installed from 2.2, engine2 one the
+    # site wrote itself with the 2.2 install hard-coded in ExecStart.
+    if host.backend.hostname == "engine2":
+        assert "ExecStart=/opt/pixar/Tractor-2.2/bin/tractor-engine" in host.file(SITE_UNIT).content_string
+    else:
+        assert "Tractor 2.2" in host.file("/usr/lib/systemd/system/tractor-engine.service").content_string
 
     assert host.package("pixar-tractor-2.4").is_installed
     assert host.package("pixar-tractor-2.2").is_installed  # kept for a downgrade

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from tractor_checks import DATA_DIR, OWNER, PREFIX
+from tractor_checks import DATA_DIR, OWNER, PREFIX, exec_start, starts_install
 
 
 def jids(host) -> dict:
@@ -44,8 +44,7 @@ def test_old_engine_serves_the_restored_database_under_systemd(host, engine):
     unit = host.service("tractor-engine")
     assert unit.is_running
     assert int(host.check_output("systemctl show -p MainPID --value tractor-engine")) == status["pid"]
-    settings = host.file("/etc/sysconfig/tractor-engine").content_string
-    assert re.search(r"^TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2\.2$", settings, re.M), settings
+    assert starts_install(host, "2.2"), exec_start(host)
 
 
 def test_jobs_of_the_backup_are_back_and_those_of_2_4_are_gone(host, engine):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 
-from tractor_checks import BACKUP_DIR, DATA_DIR, STATE_PREPARED, backups
+from tractor_checks import BACKUP_DIR, DATA_DIR, INSTALL_DROPIN, SITE_UNIT, STATE_PREPARED, backups, exec_start, starts_install
 
 
 def prepared(host) -> dict:
@@ -25,8 +24,11 @@ def test_old_version_serves_under_systemd(host, engine):
     assert (status["version"], status["schema-version"]) == ("2.2", "2.2-4")
     assert host.service("tractor-engine").is_running
     assert int(host.check_output("systemctl show -p MainPID --value tractor-engine")) == status["pid"]
-    settings = host.file("/etc/sysconfig/tractor-engine").content_string
-    assert re.search(r"^TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2\.2$", settings, re.M), settings
+    # The site's own unit hard-codes 2.2; the upgrade's drop-in pointed it at 2.4, and the
+    # rollback pointed the drop-in back at 2.2. The unit file itself was never edited.
+    assert starts_install(host, "2.2"), exec_start(host)
+    assert "ExecStart=/opt/pixar/Tractor-2.2/bin/tractor-engine" in host.file(SITE_UNIT).content_string
+    assert "Tractor-2.2/bin/tractor-engine" in host.file(INSTALL_DROPIN).content_string
 
 
 def test_old_data_is_served(host, engine):
