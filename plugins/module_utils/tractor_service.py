@@ -19,6 +19,7 @@ steers that, through a mechanism the service manager itself defines.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import re
 
 DROPIN_NAME = '50-renderfarm-tractor-install.conf'
@@ -106,7 +107,9 @@ def sysv_install_variable(script_text, settings_path):
         raise ServiceError('the init script names %s, so the module cannot tell which install it starts'
                            % ('no .../bin/tractor-engine' if not variables else
                               'the engine through several variables (%s)' % ', '.join(variables)))
-    if settings_path not in script_text:
+    # It must read the settings file: its path, or at least its name (a script may take the path
+    # from a variable with that file as default).
+    if settings_path not in script_text and os.path.basename(settings_path) not in script_text:
         raise ServiceError('the init script does not mention %s, so setting %s there may not reach it'
                            % (settings_path, variables[0]))
     return variables[0]

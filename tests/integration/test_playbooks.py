@@ -127,13 +127,15 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     started = [i for i, line in enumerate(lines) if re.search(rf"J{running} T1 .*started pid", line)]
     assert len(started) == 1, "\n".join(lines[-40:])  # step 1 paused dispatching: never dispatched again
     asked = [i for i, line in enumerate(lines) if f"engine asked to kill J{running} T1 " in line]
+    # the blade delivered the killed command's end to the 2.4 engine: step 2 waits for exactly that
+    reported = [i for i, line in enumerate(lines) if re.search(rf"J{running} T1 \S+ \S+: reported rc=", line)]
     lost_engine = [i for i, line in enumerate(lines[started[0]:], started[0]) if "unreachable" in line]
-    assert asked, "\n".join(lines[-40:])
-    assert not lost_engine or asked[0] < lost_engine[0], "\n".join(lines[started[0]:])
+    assert asked and reported, "\n".join(lines[-40:])
+    assert not lost_engine or asked[0] < reported[0] < lost_engine[0], "\n".join(lines[started[0]:])
 
     status = engine_status(site)
     assert status["version"] == "2.2" and status["schema-version"] == "2.2-4"
-    jobs = {j["jid"] for j in EngineProc(site, None).call("monitor?q=jobs")[2]["jobs"]}
+    jobs = {j["jid"] for j in EngineProc(site, None).select("job", "", "Job.jid")}
     assert kept in jobs and lost not in jobs  # the job spooled after the backup is gone (runbook)
     assert not os.path.exists(lost_logs)  # step 7: logs of jids that will be reused are removed
     assert os.path.isdir(os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{kept}"))
@@ -162,7 +164,7 @@ def test_failed_switch_rolls_back_to_the_old_version_and_data(farm, site):
     assert "rolled back to 2.2" in proc.stdout
     status = engine_status(site)
     assert status and status["version"] == "2.2"  # the old version serves
-    assert jid in {j["jid"] for j in EngineProc(site, None).call("monitor?q=jobs")[2]["jobs"]}
+    assert jid in {j["jid"] for j in EngineProc(site, None).select("job", "", "Job.jid")}
     assert params(site, "2.2")["schema-version"] == "2.2-4"
     entry = farm.report("upgrade")["engines"][0]
     assert entry["result"] == "rolled back" and entry["rollback"] is True and "error" in entry
@@ -279,10 +281,10 @@ def test_staging_engine_beside_production_and_a_colliding_one_refused(farm, site
     farm.play("staging")
     staged = EngineProc(staging_site, None)
     staged.url = f"http://127.0.0.1:{port}/Tractor/"
-    assert staged.call("ctrl?q=status")[2]["version"] == "2.4"
+    assert staged.status()["version"] == "2.4"
     assert engine_status(site)["pid"] == prod_pid  # production untouched
     farm.play("staging")  # idempotent
-    assert staged.call("ctrl?q=status")[2]["version"] == "2.4"
+    assert staged.status()["version"] == "2.4"
 
     # A third engine configured on production's port is refused before anything of it is written
     # (its configuration is checked as configure would write it), in check mode as for real.

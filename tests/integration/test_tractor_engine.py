@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -65,8 +66,21 @@ class Api:
         assert code == 200 and reply["rc"] == 0, reply
         return reply["jid"]
 
+    def select(self, table: str, clause: str, cols: str) -> list[dict]:
+        """db?q=tractorselect(...) (fact sheet 6.6), as tq sends it."""
+        def lit(text):
+            return "'" + text.replace("'", "''") + "'"
+        query = f"tractorselect({lit(table)}, {lit(clause)}, {lit(cols)}, '', 0, 'f', '')"
+        code, _, reply = self.call("db?q=" + urllib.parse.quote(query), session=True)
+        assert code == 200 and reply["rc"] == 0, reply
+        return reply["rows"]
+
     def tasks(self, jid: int) -> list[dict]:
-        return self.call(f"monitor?q=tasks&jid={jid}")[2]["tasks"]
+        return self.select("task", f"jid={jid}", "Task.jid,Task.tid,Task.state,Task.retrycount")
+
+    def invocations(self, jid: int) -> list[dict]:
+        return self.select("invocation", f"jid={jid}", "Invocation.tid,Invocation.iid,Invocation.current,"
+                                                      "Invocation.stoptime,Invocation.rcode")
 
     def wait_tasks(self, jid: int, predicate, timeout: float = 60.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -131,15 +145,20 @@ def api(site) -> Api:
 
 
 def status(site) -> dict | None:
+    """The emulator's own introspection (pid, version, schema-version ...: tests only), with the
+    Server header of the real ctrl?q=status; None when nothing answers."""
     try:
         code, headers, body = api(site).call("ctrl?q=status", timeout=5)
+        if not isinstance(body, dict):
+            return None
+        _code, _headers, inside = api(site).call("emulator?q=status", timeout=5)
     except OSError:
         return None
-    return dict(body, _server=headers.get("Server"), _code=code) if isinstance(body, dict) else None
+    return dict(inside, _server=headers.get("Server"), _code=code) if isinstance(inside, dict) else None
 
 
 def jobs(site) -> dict[int, dict]:
-    return {job["jid"]: job for job in api(site).call("monitor?q=jobs")[2]["jobs"]}
+    return {job["jid"]: job for job in api(site).select("job", "", "Job.jid,Job.title,Job.pausetime")}
 
 
 def pause_job(site, jid: int) -> None:
@@ -183,8 +202,8 @@ def test_started_stopped_killed_check_real_repeat(ansible, esite):
     assert changed(result)
     st = status(site)
     assert st["version"] == "2.2" and st["_server"].startswith("Pixar_Tractor/2.2")
-    assert result["pid"] == st["pid"] and result["schema_version"] == "2.2-4"
-    assert result["tasks"]["active"] == 0 and result["uptime"] is not None
+    assert result["pid"] == st["pid"] and "schema_version" not in result
+    assert result["tasks"] == {"blocked": 0, "ready": 0, "active": 0, "error": 0, "done": 0}
     pidfile = os.path.join(site.data_dir, "tractor-engine.pid")
     assert int(open(pidfile).read()) == result["pid"]
     assert os.stat(f"/proc/{result['pid']}").st_uid == site.owner.pw_uid  # dropped to EngineOwner
@@ -264,7 +283,6 @@ def test_started_with_another_version_upgrades(ansible, esite):
     assert shown_diff(result, '"version": "2.2"', '"version": "2.4"')
     st = status(site)
     assert st["_server"].startswith("Pixar_Tractor/2.4") and st["schema-version"] == "2.4-1"
-    assert result["schema_version"] == "2.4-1"
     assert jid in jobs(site)
     log = open(os.path.join(site.data_dir, "engine.log")).read()
     assert "Upgrading database schema from version 2.2-4 to version 2.4-1." in log
@@ -353,7 +371,9 @@ def test_start_paused(ansible, esite):
     site = esite
     result = start(ansible, site, "2.4", start_paused=True)
     assert "--paused" in result["commands"][-1]
-    assert status(site)["dispatching"]["paused"] is True and result["dispatching"]["engine_paused"] is True
+    assert status(site)["dispatching"]["paused"] is True
+    # the module reads the invented engine-wide switch only with dispatch_method=engine_switch
+    assert result["dispatching"]["engine_paused"] is None
 
 
 def test_dispatching_needs_a_running_engine(ansible, esite):
@@ -380,7 +400,10 @@ def test_pause_retry_active_kill(ansible, esite):
 
     result = ansible.module(MODULE, step12)
     assert changed(result) and result["retried_tasks"] == 1
-    assert result["dispatching"]["paused_jobs"] == [jid]
+    assert result["dispatching"]["paused_jobs"] == [jid] and result["dispatching"]["confirmed"]
+    # When the module returned, the blade had killed the command and told the engine so.
+    assert result["retry"]["confirmed"] and result["retry"]["tasks"] == [[jid, 1]]
+    assert [inv["stoptime"] is not None and inv["current"] in (False, "f") for inv in client.invocations(jid)] == [True]
     task = client.tasks(jid)[0]
     assert task["state"] == "ready" and task["retrycount"] == 1  # retried, and held by the pause
     time.sleep(3)
@@ -401,6 +424,46 @@ def test_pause_retry_active_kill(ansible, esite):
     assert status(site) is None
     again = ansible.module(MODULE, args(site, "2.4", dispatching="paused", retry_active=True, state="killed"))
     assert not changed(again)
+
+
+def test_a_blade_that_polls_every_30_s_makes_step_2_wait(ansible, esite):
+    """A blade hears of the retry only at its next poll: the kill of step 3 waits for it, not the clock."""
+    site = esite
+    start(ansible, site, "2.4")
+    site.start_blade("2.4", "slow", "--poll", "30")
+    client = api(site)
+    jid = client.spool({"title": "slow blade", "tasks": [{"title": "t", "argv": ["sleep", "600"]}]})
+    client.wait_tasks(jid, lambda ts: ts[0]["state"] == "active", timeout=90)
+
+    result = ansible.module(MODULE, args(site, "2.4", dispatching="paused", retry_active=True, state="killed",
+                                         confirm_timeout=180))
+    assert changed(result) and result["state"] == "stopped" and result["retry"]["confirmed"]
+    assert any("waiting for 1 command(s) to end on their blades" in line for line in result["progress"])
+    lines = open(os.path.join(site.base, "blade-slow.log"), encoding="utf-8").read().splitlines()
+    asked = [i for i, line in enumerate(lines) if f"engine asked to kill J{jid} T1 " in line]
+    reported = [i for i, line in enumerate(lines) if re.search(rf"J{jid} T1 \S+ \S+: reported rc=", line)]
+    lost = [i for i, line in enumerate(lines) if "unreachable" in line]
+    assert asked and reported and (not lost or asked[0] < reported[0] < lost[0]), "\n".join(lines[-30:])
+
+
+def test_retry_times_out_with_the_engine_up_when_no_blade_reports(ansible, esite):
+    """The blade is stopped (SIGSTOP) while its command runs: step 2 gives up, step 3 never runs."""
+    site = esite
+    start(ansible, site, "2.4")
+    blade = site.start_blade("2.4", "frozen")
+    client = api(site)
+    jid = client.spool({"title": "frozen blade", "tasks": [{"title": "t", "argv": ["sleep", "600"]}]})
+    client.wait_tasks(jid, lambda ts: ts[0]["state"] == "active", timeout=60)
+    os.killpg(blade.pid, signal.SIGSTOP)
+    try:
+        result = ansible.module(MODULE, args(site, "2.4", dispatching="paused", retry_active=True, state="killed",
+                                             confirm_timeout=3))
+    finally:
+        os.killpg(blade.pid, signal.SIGCONT)
+    assert result.get("failed") and "1 command(s) still run" in result["msg"] and "on blade frozen" in result["msg"]
+    assert status(site)["version"] == "2.4"                 # step 3 did not run
+    assert jobs(site)[jid]["pausetime"]                      # the jobs stay paused
+    assert not any(c.startswith("kill ") for c in result["commands"])
 
 
 # -- stop escalation and health failure ----------------------------------------------------------
@@ -473,6 +536,7 @@ def sysv(esite, installs):
     os.makedirs(os.path.dirname(settings))
     with open(settings, "w", encoding="utf-8") as handle:
         handle.write("# site settings\n"
+                     f"TRACTOR_CONFIG_DIR={site.config_dir}\n"
                      f"TRACTOR_ENGINE_PIDFILE={site.data_dir}/sysv-engine.pid\n"
                      f'TRACTOR_ENGINE_OPTIONS="--log={site.data_dir}/sysv-engine.log"\n'
                      "TRACTOR_STOP_TIMEOUT=10\n")
@@ -498,7 +562,7 @@ def test_sysv_start_upgrade_stop(ansible, sysv):
     assert result["pidfile"] == f"{site.data_dir}/sysv-engine.pid"
     assert result["log_file"] == f"{site.data_dir}/sysv-engine.log"
     text = open(settings).read()
-    assert f"TRACTOR_INSTALL_DIR={site.installs('2.2')}" in text and f"TRACTOR_CONFIG_DIR={site.config_dir}" in text
+    assert f"TRACTOR_INSTALL_DIR={site.installs('2.2')}" in text
     assert text.startswith("# site settings\n")  # the rest of the file is kept
     assert init_status() == 0 and status(site)["version"] == "2.2"
     assert result["pid"] == int(open(f"{site.data_dir}/sysv-engine.pid").read())
@@ -514,7 +578,9 @@ def test_sysv_start_upgrade_stop(ansible, sysv):
     # another version: the settings point at the new install, the same (2.2) init script starts it
     result = ansible.module(MODULE, args(site, "2.4", state="started", **common), env=env)
     assert changed(result) and result["previous_version"] == "2.2" and result["version"] == "2.4"
-    assert result["commands"][0] == f"{script} stop" and result["commands"][-1] == f"{script} start"
+    # the install is selected before anything is stopped
+    assert result["commands"] == [f"set TRACTOR_INSTALL_DIR={site.installs('2.4')} in {settings}", f"{script} stop",
+                                  f"{script} start"]
     assert f"TRACTOR_INSTALL_DIR={site.installs('2.4')}" in open(settings).read()
     assert status(site)["_server"].startswith("Pixar_Tractor/2.4") and init_status() == 0
 
@@ -533,3 +599,22 @@ def test_sysv_start_upgrade_stop(ansible, sysv):
     assert init_status() == 1
     assert not changed(ansible.module(MODULE, args(site, "2.4", state="killed", **common), env=env))
     assert re.search(r"^TRACTOR_STOP_TIMEOUT=10$", open(settings).read(), re.M)
+
+
+def test_sysv_script_with_the_install_hard_coded_is_refused_before_the_stop(ansible, sysv):
+    site, script, settings, env = sysv
+    common = {"service_manager": "sysv", "init_script": script, "service_settings": settings}
+    assert changed(ansible.module(MODULE, args(site, "2.2", state="started", **common), env=env))
+    pid = status(site)["pid"]
+    # the site edits its script to run 2.2 by path, as many do
+    text = open(script).read().replace("$TRACTOR_INSTALL_DIR/bin/", f"{site.installs('2.2')}/bin/")
+    assert f"{site.installs('2.2')}/bin/" in text
+    with open(script, "w") as handle:
+        handle.write(text)
+    before = open(settings).read()
+    result = ansible.module(MODULE, args(site, "2.4", state="started", **common), env=env)
+    assert result.get("failed") and result["commands"] == []
+    assert result["msg"].startswith(f"{script} cannot be made to start {site.installs('2.4')}: the init script runs "
+                                    f"{site.installs('2.2')}/bin/tractor-engine itself")
+    assert "Nothing was stopped" in result["msg"] and "service_manager=direct" in result["msg"]
+    assert status(site)["pid"] == pid and status(site)["version"] == "2.2" and open(settings).read() == before

@@ -66,7 +66,8 @@ def test_sysv_install_variable():
         == "TRACTOR_INSTALL_DIR"
     with pytest.raises(ts.ServiceError, match="runs /opt/pixar/Tractor-2.2/bin/tractor-engine itself"):
         ts.sysv_install_variable(script.replace("$TRACTOR_INSTALL_DIR", "/opt/pixar/Tractor-2.2"), "/etc/sysconfig/pixar")
-    with pytest.raises(ts.ServiceError, match="does not mention /etc/sysconfig/tractor"):
-        ts.sysv_install_variable(script, "/etc/sysconfig/tractor")
+    with pytest.raises(ts.ServiceError, match="does not mention /etc/sysconfig/tractor-settings"):
+        ts.sysv_install_variable(script, "/etc/sysconfig/tractor-settings")
+    assert ts.sysv_install_variable(script, "/srv/site/pixar") == "TRACTOR_INSTALL_DIR"   # the same file name
     with pytest.raises(ts.ServiceError, match="several variables"):
         ts.sysv_install_variable(script + 'old="$OLD/bin/tractor-engine"\n', "/etc/sysconfig/pixar")
