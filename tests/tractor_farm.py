@@ -150,19 +150,24 @@ def params(site, version):
 
 
 def engine_status(site):
+    """The emulator-only introspection body (version, pid, schema-version, ...), else None."""
     try:
-        return EngineProc(site, None).call("ctrl?q=status", timeout=5)[2]
+        return EngineProc(site, None).call("emulator?q=status", timeout=5)[2]
     except OSError:
         return None
 
 
 def serving_version(site):
-    """The version the engine of the site serves (healthy ctrl?q=status), else None."""
+    """The version the engine of the site serves (healthy ctrl?q=status, version from its Server
+    header ``Pixar_Tractor/<major.minor> (...)``, fact sheet §6.1), else None."""
     try:
-        status, _, reply = EngineProc(site, None).call("ctrl?q=status", timeout=5)
+        status, headers, reply = EngineProc(site, None).call("ctrl?q=status", timeout=5)
     except OSError:
         return None
-    return reply.get("version") if status == 200 and isinstance(reply, dict) else None
+    if status != 200 or not isinstance(reply, dict) or reply.get("rc") != 0:
+        return None
+    server = headers.get("Server") or ""
+    return server.split("/", 1)[1].split()[0] if server.startswith("Pixar_Tractor/") else None
 
 
 def wait_done(engine, jid, timeout=90):

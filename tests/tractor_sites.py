@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 OWNER_NAME = "tractor"
@@ -196,7 +197,20 @@ class EngineProc:
             return status, headers, data
 
     def status(self) -> dict:
-        return self.call("ctrl?q=status")[2]
+        """The emulator-only introspection request (version, pid, schema-version, queue counts ...);
+        the real ctrl?q=status body is only {"rc": 0, "msg": "ok"} (emulator/PROTOCOL.md)."""
+        return self.call("emulator?q=status")[2]
+
+    def select(self, table: str, clause: str = "", cols: str = "", sort: str = "", limit: int = 0,
+               archives: bool = False) -> list[dict]:
+        """db?q=tractorselect(...) (fact sheet §6.6); the rows, or an AssertionError with the reply."""
+        def lit(text):
+            return "'" + text.replace("'", "''") + "'"
+        call = (f"tractorselect({lit(table)}, {lit(clause)}, {lit(cols)}, {lit(sort)}, {int(limit)}, "
+                f"{lit('t' if archives else 'f')}, '')")
+        status, _, reply = self.call("db?q=" + urllib.parse.quote(call), session=True)
+        assert status == 200 and isinstance(reply, dict) and reply.get("rc") == 0, reply
+        return reply["rows"]
 
     def wait_ready(self, timeout: float = 90.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -220,7 +234,13 @@ class EngineProc:
         return reply["jid"]
 
     def tasks(self, jid: int) -> list[dict]:
-        return self.call(f"monitor?q=tasks&jid={jid}")[2]["tasks"]
+        """The job's tasks through tractorselect, each with ``blade`` (its current invocation's)."""
+        rows = self.select("task", f"jid={int(jid)}",
+                           "Task.jid,Task.tid,Task.title,Task.state,Task.statetime,Task.retrycount,"
+                           "Invocation.bladeid", "Task.tid")
+        for row in rows:
+            row["blade"] = row.pop("bladeid", None) or ""
+        return rows
 
     def wait_tasks(self, jid: int, predicate, timeout: float = 60.0) -> list[dict]:
         deadline = time.monotonic() + timeout

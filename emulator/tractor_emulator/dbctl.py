@@ -382,13 +382,14 @@ class DbCtl:
             languages = {row[0] for row in self.server.query("SELECT lanname FROM pg_language", self.dbname)}
             if "plpgsql" not in languages:  # the real tool also requires plpython2u (§1.4)
                 raise DBControlToolError("The database language plpgsql is not installed.")
-            stored, steps = self.pending_steps()
-            if steps:
-                if cfg.flag("DBAutoUpgrade", True) and not self.opts.no_auto_upgrade:
+            if cfg.flag("DBAutoUpgrade", True) and not self.opts.no_auto_upgrade:
+                stored, steps = self.pending_steps()
+                if steps:
                     self.apply_upgrades(stored, steps)
-                else:
-                    self.log(f"The database schema needs upgrades from version {stored} to version "
-                             f"{self.info.schema_version}; run tractor-dbctl --upgrade.")  # INVENTED
+            else:
+                # §6.6: the real tool skips the upgrade check entirely and prints nothing about it.
+                # Only the (INVENTED) refusal of a newer schema still applies, as for --start.
+                self.refuse_newer(self.params().get("schema-version", "0"))
         except DBControlToolError:
             if self.we_started:
                 self.stop_server()

@@ -26,7 +26,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import config as configmod
-from . import faults, pgwire, versions
+from . import faults, pgwire, query, versions
 from .pgwire import literal as q
 
 BLADE_DOWN_AFTER = 30.0  # seconds without a heartbeat (INVENTED)
@@ -83,6 +83,12 @@ class Engine:
         self.sessions: dict[str, str] = {}
         self.start_time = time.time()
         self.has_retrycount = False
+        # tractorselect's view of the tables: table -> {column: kind}, read from the database
+        self.columns: dict[str, dict[str, str]] = {}
+        # Retries of active tasks wait for their blade to report the kill (PROTOCOL.md): the
+        # invocations (jid, tid, cid, iid) whose kill is pending.  In memory only (INVENTED):
+        # an engine restart forgets them.
+        self.pending_kills: set[tuple[int, int, int, int]] = set()
 
     # -- database -----------------------------------------------------------------------------------
     def sql(self, statement: str) -> list[list[str | None]]:
@@ -115,6 +121,8 @@ class Engine:
             raise EngineError(f"cannot connect to the job database: {exc}") from None
         except OSError as exc:
             raise EngineError(f"cannot connect to the job database on port {conn['port']}: {exc}") from None
+        # tractorselect prints times in UTC (PROTOCOL.md, INVENTED format)
+        self.db.query("SET TimeZone TO 'UTC'")
         self.log("NOTICE", f"database: host={conn['host']}:{conn['port']} db={conn['dbname']}")
 
     def check_schema(self) -> None:
@@ -129,9 +137,13 @@ class Engine:
             raise EngineError(
                 f"the job database schema {stored} must be upgraded to {self.info.schema_version} before "
                 "this engine can run (DBAutoUpgrade is False): run tractor-dbctl --upgrade")
-        cols = self.sql("SELECT column_name FROM information_schema.columns "
-                        "WHERE table_name = 'task' AND column_name = 'retrycount'")
-        self.has_retrycount = bool(cols)
+        self.columns = {}
+        for table, column, data_type, udt_name in self.sql(
+                "SELECT table_name, column_name, data_type, udt_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name IN "
+                "('job', 'task', 'command', 'invocation', 'blade', 'param') ORDER BY table_name, ordinal_position"):
+            self.columns.setdefault(table, {})[column] = query.kind_of(data_type, udt_name)
+        self.has_retrycount = "retrycount" in self.columns.get("task", {})
 
     def load_queue(self) -> None:
         counts = dict(self.sql("SELECT state, count(*) FROM task t JOIN job j USING (jid) "
@@ -250,12 +262,23 @@ class Engine:
 
     def command_status(self, jid: int, tid: int, cid: int, iid: int, rc: int) -> bool:
         """Record the end of an invocation; False when it is no longer current (ignored)."""
+        key = (jid, tid, cid, iid)
         with self.db_lock:
             current = self.sql(
                 f"UPDATE invocation SET stoptime = now(), rcode = {int(rc)} WHERE jid = {jid} AND tid = {tid} "
                 f"AND cid = {cid} AND iid = {iid} AND current AND stoptime IS NULL RETURNING iid")
             if not current:
+                self.pending_kills.discard(key)
                 return False
+            if key in self.pending_kills:
+                # The blade killed the command of a retried task: only now is the task ready again.
+                self.pending_kills.discard(key)
+                self.sql(f"UPDATE invocation SET current = false WHERE jid = {jid} AND tid = {tid} "
+                         f"AND cid = {cid} AND iid = {iid}")
+                self.make_ready(jid, tid, retried=True)
+                self.log("NOTICE", f"retry J{jid} T{tid}: the blade reported the end of I{iid} (rc={rc}); "
+                                   "the task is ready")
+                return True
             task = self.sql(f"SELECT array_to_json(cids), state FROM task WHERE jid = {jid} AND tid = {tid}")
             cids = json.loads(task[0][0])
             if rc != 0:
@@ -274,6 +297,7 @@ class Engine:
 
     def stop_invocation(self, jid: int, tid: int) -> None:
         """Mark the task's running invocation stopped; the blade kills it at its next heartbeat."""
+        self.pending_kills = {key for key in self.pending_kills if key[:2] != (jid, tid)}
         self.sql(f"UPDATE invocation SET stoptime = now(), rcode = -15, current = false "
                  f"WHERE jid = {jid} AND tid = {tid} AND current AND stoptime IS NULL")
 
@@ -281,21 +305,35 @@ class Engine:
         if not self.sql(f"SELECT 1 FROM job WHERE jid = {jid} AND deletetime IS NULL"):
             raise OperationRefused(2, f"no such job {jid}")
 
+    def make_ready(self, jid: int, tid: int, retried: bool) -> None:
+        cids = json.loads(self.sql(f"SELECT array_to_json(cids) FROM task WHERE jid = {jid} AND tid = {tid}")[0][0])
+        retry = ", retrycount = coalesce(retrycount, 0) + 1" if retried and self.has_retrycount else ""
+        self.sql(f"UPDATE task SET state = 'ready', currcid = {q(cids[0] if cids else None)}, "
+                 f"statetime = now(), readytime = now(){retry} WHERE jid = {jid} AND tid = {tid}")
+        self.settle(jid)
+        self.update_job_counts(jid)
+
     def retry_task(self, jid: int, tid: int) -> None:
+        """§6.3 tretry.  An active task stays active, its invocation current, until its blade reports
+        the end of the killed command (inferred [I]: a real engine cannot know the command stopped
+        before the blade says so); only then is it ready again (command_status)."""
         with self.db_lock:
-            row = self.sql(f"SELECT state, array_to_json(cids) FROM task WHERE jid = {jid} AND tid = {tid}")
+            row = self.sql(f"SELECT state FROM task WHERE jid = {jid} AND tid = {tid}")
             if not row:
                 raise OperationRefused(2, f"no such task {jid} {tid}")
-            state, cids = row[0][0], json.loads(row[0][1])
-            if state == "active":
-                self.stop_invocation(jid, tid)
+            state = row[0][0]
             if state == "blocked":
                 return
-            retry = ", retrycount = coalesce(retrycount, 0) + 1" if self.has_retrycount else ""
-            self.sql(f"UPDATE task SET state = 'ready', currcid = {q(cids[0] if cids else None)}, "
-                     f"statetime = now(), readytime = now(){retry} WHERE jid = {jid} AND tid = {tid}")
-            self.settle(jid)
-            self.update_job_counts(jid)
+            if state == "active":
+                running = self.sql(f"SELECT cid, iid FROM invocation WHERE jid = {jid} AND tid = {tid} "
+                                   "AND current AND stoptime IS NULL")
+                if running:
+                    for cid, iid in running:
+                        self.pending_kills.add((jid, tid, int(cid), int(iid)))
+                    self.log("NOTICE", f"retry J{jid} T{tid} (was active): kill of I{running[0][1]} pending "
+                                       "until its blade reports")
+                    return
+            self.make_ready(jid, tid, retried=True)
         self.log("NOTICE", f"retry J{jid} T{tid} (was {state})")
 
     def retry_job(self, jid: int, subset: str) -> list[int]:
@@ -362,12 +400,18 @@ class Engine:
                 alive = self.sql(
                     f"SELECT 1 FROM invocation WHERE jid = {key[0]} AND tid = {key[1]} AND cid = {key[2]} "
                     f"AND iid = {key[3]} AND current AND stoptime IS NULL")
-                if not alive:
+                if not alive or key in self.pending_kills:
                     kill.append(dict(zip(("jid", "tid", "cid", "iid"), key)))
             return kill
 
-    # -- status -------------------------------------------------------------------------------------
-    def status(self) -> dict:
+    def sweep_blades(self) -> None:
+        """Blades without a heartbeat for BLADE_DOWN_AFTER seconds are "down" (INVENTED)."""
+        self.sql(f"UPDATE blade SET status = 'down' WHERE status = 'up' AND heartbeattime < now() - interval "
+                 f"'{int(BLADE_DOWN_AFTER)} seconds'")
+
+    # -- emulator introspection -----------------------------------------------------------------
+    def emulator_status(self) -> dict:
+        """``emulator?q=status``: for tests only, never called by the collection (PROTOCOL.md)."""
         counts = {state: 0 for state in TASK_STATES}
         for state, count in self.sql("SELECT t.state, count(*) FROM task t JOIN job j USING (jid) "
                                      "WHERE j.deletetime IS NULL GROUP BY t.state"):
@@ -376,6 +420,8 @@ class Engine:
         blades = self.sql(f"SELECT count(*), count(*) FILTER (WHERE heartbeattime > now() - interval "
                           f"'{int(BLADE_DOWN_AFTER)} seconds') FROM blade")[0]
         params = dict(self.sql("SELECT name, value FROM param"))
+        with self.db_lock:
+            pending = sorted(self.pending_kills)
         return {
             "rc": 0, "msg": "ok", "engine": self.info.banner, "version": self.info.version,
             "build": self.info.build, "schema-version": params.get("schema-version"),
@@ -383,54 +429,86 @@ class Engine:
             "pid": os.getpid(), "dispatching": {"paused": self.paused},
             "queue": {"jobs": jobs, "tasks": counts},
             "blades": {"registered": int(blades[0]), "up": int(blades[1])},
+            "pending-kills": [dict(zip(("jid", "tid", "cid", "iid"), key)) for key in pending],
         }
 
-    def list_jobs(self, params: dict) -> list[dict]:
-        where = [] if params.get("archives") == "1" else ["deletetime IS NULL"]
-        if params.get("jid"):
-            where.append(f"jid = {int(params['jid'])}")
-        cols = ("jid", "owner", "title", "priority", "numtasks", "numblocked", "numready", "numactive",
-                "numerror", "numdone", "comment", "spoolhost", "spoolfile")
-        times = ("spooltime", "pausetime", "starttime", "stoptime", "deletetime")
-        select = ", ".join(cols + tuple(f"extract(epoch FROM {t})" for t in times))
-        rows = self.sql(f"SELECT {select} FROM job {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY jid")
-        out = []
+    # -- lists ----------------------------------------------------------------------------------
+    def tractorselect(self, args: list, user: str) -> list[dict]:
+        """``db?q=tractorselect('<table>', '<clause>', '<cols>', '<sort>', <limit>, 't'|'f', '<aliases>')``
+        (§6.6).  The aliases argument is accepted and ignored (INVENTED)."""
+        if len(args) != 7:
+            raise query.QueryError(f"tractorselect takes 7 arguments (table, clause, columns, sort, limit, "
+                                   f"archives, aliases), not {len(args)}")
+        table, clause, cols, sort, limit, archived, _aliases = args
+        for name, value in (("table", table), ("clause", clause), ("columns", cols), ("sort", sort)):
+            if value is not None and not isinstance(value, str):
+                raise query.QueryError(f"tractorselect: the {name} must be a string")
+        if limit is not None and not isinstance(limit, int):
+            raise query.QueryError("tractorselect: the limit must be a number or NULL")
+        if limit is not None and limit < 0:
+            raise query.QueryError("tractorselect: the limit must not be negative")
+        select = query.build_select(table or "", clause or "", cols or "", sort or "", limit,
+                                    query.is_true(archived), user, self.columns)
+        rows = self.sql(select.sql)
+        return [{name: (json.loads(cell) if cell is not None else None) for name, cell in zip(select.names, row)}
+                for row in rows]
+
+    def monitor_jobs(self, params: dict) -> dict:
+        """``monitor?q=jobs``: the Dashboard's per-user job feed (§6.6, Acedyn/Harvest_API).  The
+        field set beyond user/jid/title/projects/nTasks is INVENTED; nTasks is [total, active, done,
+        error] (the public client reads nTasks[1] as the active count)."""
+        where = ["deletetime IS NULL"]
+        if params.get("owner"):
+            where.append(f"owner = {q(params['owner'])}")
+        rows = self.sql(
+            "SELECT jid, owner, title, priority, (pausetime IS NOT NULL)::int, to_json(projects)::text, "
+            "to_json(crews)::text, to_json(tags)::text, coalesce(tier, ''), coalesce(comment, ''), "
+            "coalesce(spoolhost, ''), coalesce(spoolfile, ''), coalesce(spoolcwd, ''), "
+            "to_char(spooltime AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), "
+            "numtasks, numactive, numdone, numerror, numblocked, numready "
+            f"FROM job WHERE {' AND '.join(where)} ORDER BY jid")
+        users: dict[str, dict] = {}
         for row in rows:
-            item = dict(zip(cols, row))
-            for key in ("jid", "numtasks", "numblocked", "numready", "numactive", "numerror", "numdone"):
-                item[key] = int(item[key] or 0)
-            item["priority"] = float(item["priority"] or 0)
-            for name, value in zip(times, row[len(cols):]):
-                item[name] = float(value) if value is not None else None
-            out.append(item)
-        return out
+            (jid, owner, title, priority, paused, projects, crews, tags, tier, comment, spoolhost, spoolfile,
+             cwd, spooldate, numtasks, numactive, numdone, numerror, numblocked, numready) = row
+            counts = [int(numtasks or 0), int(numactive or 0), int(numdone or 0), int(numerror or 0)]
+            state = "done" if counts[0] == counts[2] else "error" if counts[3] else "active" if counts[1] \
+                else "ready" if int(numready or 0) else "blocked"
+            users.setdefault(owner or "", {})[str(jid)] = {"data": {
+                "user": owner or "", "jid": int(jid), "title": title or "", "priority": float(priority or 0),
+                "paused": int(paused), "projects": json.loads(projects or "[]"), "crews": json.loads(crews or "[]"),
+                "tags": json.loads(tags or "[]"), "tier": tier, "comment": comment, "spoolhost": spoolhost,
+                "sourcefile": spoolfile, "cwd": cwd, "spooldate": spooldate, "nTasks": counts, "state": state,
+            }}
+        return {"users": users}
 
-    def list_tasks(self, params: dict) -> list[dict]:
-        where = ["j.deletetime IS NULL"] if params.get("archives") != "1" else []
-        if params.get("jid"):
-            where.append(f"t.jid = {int(params['jid'])}")
-        retry = "coalesce(t.retrycount, 0)" if self.has_retrycount else "0"
+    def monitor_blades(self) -> dict:
+        """``monitor?q=blades``: the Dashboard's blade feed with its short keys (§6.6,
+        Acedyn/Harvest_API).  ``t``/``t0`` are epoch seconds; the other values are what the
+        emulated blade table holds (load, memory and disk are not measured: 0)."""
         rows = self.sql(
-            "SELECT t.jid, t.tid, t.title, t.state, extract(epoch FROM t.statetime), j.owner, "
-            "(SELECT i.bladeid FROM invocation i WHERE i.jid = t.jid AND i.tid = t.tid "
-            " ORDER BY i.starttime DESC NULLS LAST LIMIT 1), "
-            "(SELECT array_to_json(c.argv) FROM command c WHERE c.jid = t.jid AND c.cid = t.cids[1]), "
-            f"{retry} FROM task t JOIN job j USING (jid) "
-            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY t.jid, t.tid")
-        return [{"jid": int(r[0]), "tid": int(r[1]), "title": r[2], "state": r[3],
-                 "statetime": float(r[4]) if r[4] else None, "owner": r[5], "blade": r[6] or "",
-                 "argv": json.loads(r[7]) if r[7] else [], "retrycount": int(r[8])} for r in rows]
-
-    def list_blades(self) -> list[dict]:
-        rows = self.sql(
-            "SELECT b.name, b.ipaddr, b.port, b.profile, b.version, b.numslots, extract(epoch FROM b.heartbeattime), "
-            f"b.heartbeattime > now() - interval '{int(BLADE_DOWN_AFTER)} seconds', "
-            "extract(epoch FROM b.starttime), (SELECT count(*) FROM invocation i WHERE i.bladeid = b.name "
-            "AND i.current AND i.stoptime IS NULL) FROM blade b ORDER BY b.name")
-        return [{"name": r[0], "ipaddr": r[1], "port": int(r[2] or 0), "profile": r[3], "version": r[4],
-                 "numslots": int(r[5] or 0), "heartbeattime": float(r[6]) if r[6] else None,
-                 "status": "up" if r[7] == "t" else "down", "starttime": float(r[8]) if r[8] else None,
-                 "busyslots": int(r[9])} for r in rows]
+            "SELECT b.name, coalesce(b.ipaddr, ''), coalesce(b.port, 0), coalesce(b.version, ''), "
+            "coalesce(b.profile, ''), coalesce(b.osname, ''), coalesce(b.osversion, ''), "
+            "extract(epoch FROM b.heartbeattime), extract(epoch FROM b.starttime), coalesce(b.numcpu, 0), "
+            "coalesce(b.numslots, 0), coalesce(b.udi, 0), coalesce(b.loadavg, 0), coalesce(b.availmemory, 0), "
+            "coalesce(b.availdisk, 0), coalesce(b.nimby, ''), coalesce(b.status, ''), "
+            "(SELECT count(*) FROM invocation i WHERE i.bladeid = b.name AND i.current AND i.stoptime IS NULL), "
+            "(SELECT coalesce(sum(coalesce(i.numslots, 1)), 0) FROM invocation i WHERE i.bladeid = b.name "
+            " AND i.current AND i.stoptime IS NULL), "
+            "(SELECT to_json(coalesce(array_agg(DISTINCT j.owner), '{}'))::text FROM invocation i JOIN job j "
+            " USING (jid) WHERE i.bladeid = b.name AND i.current AND i.stoptime IS NULL) "
+            "FROM blade b ORDER BY b.name")
+        blades = []
+        for (name, addr, port, vers, profile, osname, osversion, beat, start, ncpu, ns, udi, load, mem, disk,
+             nimby, note, numcmd, siu, owners) in rows:
+            blades.append({
+                "hnm": name, "addr": addr, "lp": int(port), "vers": vers, "profile": profile, "osname": osname,
+                "osversion": osversion, "t": float(beat) if beat else 0, "t0": float(start) if start else 0,
+                "ncpu": int(ncpu), "ns": int(ns), "siu": int(siu), "numcmd": int(numcmd),
+                "as": max(0, int(ns) - int(siu)), "udi": float(udi), "cpu": float(load), "mem": float(mem),
+                "disk": float(disk), "nimby": nimby, "note": note, "owners": json.loads(owners) if owners else [],
+            })
+        return {"blades": blades}
 
     def append_log(self, owner: str, jid: int, tid: int, data: bytes) -> None:
         """The engine plays tractor-cmdlogger: %u/J%j/T%t.log under cmd-logs (§3)."""
@@ -497,6 +575,8 @@ def make_handler(engine: Engine):
                 route = ROUTES.get((parts[1], params.get("q", "")))
                 if parts[1] == "spool":
                     route = route_spool
+                elif parts[1] == "db":
+                    route = route_db
                 if route is None:
                     return self.reply(404, {"rc": 404, "msg": f"unknown request {parts[1]}?q={params.get('q', '')}"})
                 result = route(engine, params, body, self)
@@ -543,9 +623,16 @@ def r_logout(engine, params, body, handler):
 
 
 def r_status(engine, params, body, handler):
+    """``ctrl?q=status``: the ping/session check of §6.3.  Only ``rc`` is public (§6.6), so the
+    body is minimal; ``&qlen=1&enumq=1`` changes nothing (INVENTED)."""
     if faults.on("engine-unhealthy", engine.config_dir):
         raise OperationRefused(1, "engine unhealthy (emulator fault engine-unhealthy)", status=503)
-    return engine.status()
+    return {"rc": 0, "msg": "ok"}
+
+
+def r_emulator_status(engine, params, body, handler):
+    """Emulator only, for tests: version, pid, schema, queue counts ... (PROTOCOL.md)."""
+    return engine.emulator_status()
 
 
 def r_dispatching(engine, params, body, handler):
@@ -557,19 +644,26 @@ def r_dispatching(engine, params, body, handler):
 
 
 def r_jobs(engine, params, body, handler):
-    return {"rc": 0, "jobs": engine.list_jobs(params)}
-
-
-def r_tasks(engine, params, body, handler):
-    return {"rc": 0, "tasks": engine.list_tasks(params)}
+    return engine.monitor_jobs(params)
 
 
 def r_blades(engine, params, body, handler):
-    return {"rc": 0, "blades": engine.list_blades()}
+    return engine.monitor_blades()
 
 
-def r_params(engine, params, body, handler):
-    return {"rc": 0, "params": dict(engine.sql("SELECT name, value FROM param"))}
+def route_db(engine, params, body, handler):
+    """``db?q=tractorselect(...)`` (§6.6).  Any other SQL is refused (the real engine runs it)."""
+    user = need_session(engine, params)
+    try:
+        name, args = query.parse_call(params.get("q", ""))
+        if name != "tractorselect":
+            raise query.QueryError(f"the emulated engine only answers db?q=tractorselect(...), not {name}(...)")
+        rows = engine.tractorselect(args, user)
+    except query.QueryError as exc:
+        raise OperationRefused(1, f"tractorselect: {exc}") from None
+    except pgwire.PgError as exc:  # e.g. a bad regular expression after "like"
+        raise OperationRefused(1, f"tractorselect: {exc}") from None
+    return {"rc": 0, "msg": f"{len(rows)} rows", "rows": rows}
 
 
 def r_jattr(engine, params, body, handler):
@@ -647,10 +741,9 @@ ROUTES = {
     ("monitor", "login"): r_login,
     ("monitor", "logout"): r_logout,
     ("monitor", "jobs"): r_jobs,
-    ("monitor", "tasks"): r_tasks,
     ("monitor", "blades"): r_blades,
-    ("monitor", "params"): r_params,
     ("ctrl", "status"): r_status,
+    ("emulator", "status"): r_emulator_status,  # emulator only, for tests (PROTOCOL.md)
     ("ctrl", "dispatching"): r_dispatching,  # INVENTED URL for the Dashboard's pause switch (§6.4)
     ("queue", "jattr"): r_jattr,
     ("queue", "jretry"): r_jretry,
@@ -809,7 +902,10 @@ def main(version: str, install_root: str, argv: list[str]) -> int:
     log("NOTICE", "engine ready")
 
     while not engine.stopping.wait(1.0):
-        pass
+        try:
+            engine.sweep_blades()
+        except (pgwire.PgError, OSError) as exc:
+            log("WARNING", f"blade sweep failed: {exc}")
     log("NOTICE", "shutting down: dispatching stopped")
     server.shutdown()
     server.server_close()

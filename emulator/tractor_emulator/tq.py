@@ -5,13 +5,17 @@
 Follows §5: the 2.4 global option set (global options only *before* the subcommand), the list
 options, the default columns and headers, search clauses with the job/task aliases, the
 prompt / ``--yes`` / ``--force`` / ``not job owner`` behaviour of operations, concurrent
-operations with ``--yes``, and the exit codes (0, or 2 with a message on stderr).  It talks to
-the engine through the endpoints of emulator/PROTOCOL.md (§6.2 login, §6.3 operations).
+operations with ``--yes``, and the exit codes (0, or 2 with a message on stderr).  Lists are read
+as the real tq reads them (§6.6): ``db?q=tractorselect('<table>', '<clause>', '<cols>', '<sort>',
+<limit>, 't'|'f', '')``, the search clause evaluated by the engine (emulator/tractor_emulator/
+query.py, shared with the engine, also checks its syntax here first).  Operations are the §6.3
+requests of emulator/PROTOCOL.md.
 
 INVENTED (all listed in emulator/README.md):
 
-* lists read ``monitor?q=jobs|tasks|blades|params`` and evaluate the search clause client-side;
-  the real tq sends the clause to the engine (``db?q=tractorselect(...)``, §6.3);
+* ``tq params`` reads the ``param`` table through tractorselect (inferred [I] from the shipped
+  tq, whose params command is a list command over the param table like the others);
+  ``queuestats`` counts with tractorselect; ``ping`` sends ``ctrl?q=status``;
 * column widths, alignment, the time format ``MM/DD|HH:MM`` and the exact output lines of
   operations, ``ping`` and ``queuestats``;
 * no session file: one login per invocation, logout at the end (§5 describes the
@@ -32,7 +36,7 @@ import sys
 import time
 import traceback
 
-from . import versions
+from . import query, versions
 from .client import EngineClient, EngineError, UsageError, default_user, resolve_engine
 
 DEFAULT_LIMIT = 2500    # §5: default cap = SiteMaxListReplyCount
@@ -40,6 +44,7 @@ DEFAULT_THREADS = 10    # §5: --threads default
 DEFAULT_TIMEOUT = 30.0  # §5: -t/--timeout default
 SHORT_TIME_FORMAT = "%m/%d|%H:%M"          # INVENTED: tq's default short time form, e.g. 11/28|12:05
 FULL_TIME_FORMAT = "%m/%d/%Y %H:%M:%S"     # INVENTED: --fulltime
+STATIC_COLUMNS = query.static_columns()    # to resolve column names; the engine checks them
 
 
 class ClauseError(UsageError):
@@ -47,49 +52,63 @@ class ClauseError(UsageError):
 
 
 # =============================================================================================
-# Tables: columns, attributes, aliases (§5 "Default columns", "Search clauses")
+# Tables and columns (§5 "Default columns")
 # =============================================================================================
 
 @dataclasses.dataclass(frozen=True)
 class Column:
     name: str       # tq column name as typed after -c
-    key: str        # key in the engine's row (PROTOCOL.md "Lists")
+    key: str        # key of the tractorselect row (the bare column name)
     header: str
     width: int
     kind: str = "text"   # text | int | count | time
+    attr: str = ""       # what tractorselect is asked for (``Job.owner``)
 
     def with_width(self, width: int) -> "Column":
         return dataclasses.replace(self, width=width)
 
 
-def _cols(*specs: tuple) -> dict[str, Column]:
-    return {spec[0]: Column(*spec) for spec in specs}
+def _cols(table: str, *specs: tuple) -> dict[str, Column]:
+    """(name, attr, header, width[, kind]): attr ``owner`` = ``<Table>.owner``, or qualified."""
+    columns = {}
+    for name, attr, header, width, *kind in specs:
+        qualified = attr if "." in attr else f"{table}.{attr}"
+        columns[name] = Column(name, qualified.split(".", 1)[1], header, width, kind[0] if kind else "text",
+                               qualified)
+    return columns
 
 
 @dataclasses.dataclass(frozen=True)
 class Table:
     name: str                     # "jobs"
     noun: str                     # "job" (prompts, "no jobs found")
-    query: str                    # monitor?q=<query>
-    columns: dict[str, Column]    # every known column, by tq name
+    sql: str                      # tractorselect table: "job"
+    columns: dict[str, Column]    # the columns tq knows by name (any other attribute works too)
     defaults: tuple[str, ...]     # §5 default columns
-    sort: tuple[str, ...]         # default sort (INVENTED)
-    synonyms: dict[str, str]      # clause/column name -> row key
-    aliases: dict[str, str]       # alias -> clause text (§5)
-    time_keys: frozenset[str]
+    sort: tuple[str, ...]         # default sort (SRC-20 list commands)
+    hidden: tuple[str, ...] = ()  # attributes always fetched (operations need them)
 
-    def key_of(self, name: str) -> str:
-        name = name.lower()
-        if name in self.columns:
-            return self.columns[name].key
-        return self.synonyms.get(name, name)
+    def resolve(self, name: str) -> tuple[str, str]:
+        """A column name -> (attr to request, row key); UsageError when the table has no such attribute."""
+        col = self.columns.get(name.lower())
+        if col is not None:
+            return col.attr, col.key
+        try:
+            table, column = query.Compiler(self.sql, STATIC_COLUMNS).resolve(name)
+        except query.QueryError:
+            raise UsageError(f"unknown {self.noun} column {name!r}") from None
+        return f"{table.capitalize()}.{column}", column
 
-    def known_keys(self) -> set[str]:
-        return {col.key for col in self.columns.values()} | set(self.synonyms.values())
+    def kind_of(self, name: str) -> str:
+        attr = self.resolve(name)[0]
+        table, column = attr.split(".", 1)
+        kind = STATIC_COLUMNS.get(table.lower(), {}).get(column, "text")
+        return {"int": "int", "time": "time"}.get(kind, "text")
 
 
 # Widths are INVENTED (the real tq sizes its columns per attribute); numbers are right-aligned.
 JOB_COLUMNS = _cols(
+    "Job",
     ("jid", "jid", "jid", 6, "int"),
     ("user", "owner", "user", 9),
     ("owner", "owner", "owner", 9),
@@ -109,302 +128,93 @@ JOB_COLUMNS = _cols(
     ("comment", "comment", "comment", 20),
 )
 TASK_COLUMNS = _cols(
+    "Task",
     ("jid", "jid", "jid", 6, "int"),
     ("tid", "tid", "tid", 4, "int"),
-    ("user", "owner", "user", 9),
-    ("owner", "owner", "owner", 9),
+    ("user", "Job.owner", "user", 9),
+    ("owner", "Job.owner", "owner", 9),
     ("title", "title", "title", 24),
     ("state", "state", "state", 7),
     ("statetime", "statetime", "statetime", 11, "time"),
-    ("blade", "blade", "blade", 16),
-    ("argv", "argv", "argv", 30),
+    ("blade", "Invocation.bladeid", "blade", 16),
+    ("argv", "Command.argv", "argv", 30),
     ("retrycount", "retrycount", "retries", 7, "int"),
 )
+COMMAND_COLUMNS = _cols(
+    "Command",
+    ("jid", "jid", "jid", 6, "int"),
+    ("tid", "tid", "tid", 4, "int"),
+    ("cid", "cid", "cid", 4, "int"),
+    ("user", "Job.owner", "user", 9),
+    ("owner", "Job.owner", "owner", 9),
+    ("state", "Task.state", "state", 7),
+    ("argv", "argv", "argv", 40),
+)
+INVOCATION_COLUMNS = _cols(
+    "Invocation",
+    ("jid", "jid", "jid", 6, "int"),
+    ("tid", "tid", "tid", 4, "int"),
+    ("cid", "cid", "cid", 4, "int"),
+    ("iid", "iid", "iid", 4, "int"),
+    ("user", "Job.owner", "user", 9),
+    ("owner", "Job.owner", "owner", 9),
+    ("blade", "bladeid", "blade", 16),
+    ("starttime", "starttime", "start", 11, "time"),
+    ("stoptime", "stoptime", "stop", 11, "time"),
+    ("rcode", "rcode", "rc", 4, "int"),
+    ("current", "current", "current", 7),
+    ("argv", "Command.argv", "argv", 30),
+)
 BLADE_COLUMNS = _cols(
+    "Blade",
     ("name", "name", "name", 16),
     ("port", "port", "port", 5, "int"),
     ("profile", "profile", "profile", 12),
-    ("load", "load", "load", 5),
+    ("load", "loadavg", "load", 5),
     ("availdisk", "availdisk", "disk", 6),
-    ("availmem", "availmem", "mem", 6),
+    ("availmem", "availmemory", "mem", 6),
     ("starttime", "starttime", "start", 11, "time"),
     ("nimby", "nimby", "nimby", 5),
     ("ipaddr", "ipaddr", "ipaddr", 15),
     ("version", "version", "version", 8),
     ("numslots", "numslots", "slots", 5, "int"),
-    ("busyslots", "busyslots", "busy", 4, "int"),
     ("heartbeattime", "heartbeattime", "heartbeat", 11, "time"),
     ("status", "status", "status", 6),
 )
 PARAM_COLUMNS = _cols(
+    "Param",
     ("name", "name", "name", 24),
     ("value", "value", "value", 40),
 )
 
 TABLES = {
-    "jobs": Table(
-        "jobs", "job", "jobs", JOB_COLUMNS,
-        ("jid", "user", "title", "pri", "numblocked", "numready", "numactive", "numerror",
-         "numdone", "spooled"),
-        ("jid",),
-        {"user": "owner", "pri": "priority", "spooled": "spooltime"},
-        {   # §5 job aliases; "paused" is INVENTED (pausetime is set)
-            "blocked": "numblocked > 0", "ready": "numready > 0", "active": "numactive > 0",
-            "error": "numerror > 0", "done": "numdone = numtasks", "mine": "owner = $USER",
-            "paused": "pausetime > 0",
-        },
-        frozenset({"spooltime", "pausetime", "deletetime"}),
-    ),
-    "tasks": Table(
-        "tasks", "task", "tasks", TASK_COLUMNS,
-        ("jid", "tid", "user", "title", "state", "statetime", "blade"),
-        ("jid", "tid"),
-        {"user": "owner"},
-        {   # §5 task aliases
-            "active": "state = active", "ready": "state = ready", "blocked": "state = blocked",
-            "error": "state = error", "done": "state = done", "mine": "owner = $USER",
-        },
-        frozenset({"statetime"}),
-    ),
-    "blades": Table(
-        "blades", "blade", "blades", BLADE_COLUMNS,
-        ("name", "port", "profile", "load", "availdisk", "availmem", "starttime", "nimby"),
-        ("name",),
-        {},
-        {"up": "status = up", "down": "status = down"},  # INVENTED mapping onto the row's status
-        frozenset({"starttime", "heartbeattime"}),
-    ),
-    "params": Table(
-        "params", "param", "params", PARAM_COLUMNS, ("name", "value"), ("name",), {}, {},
-        frozenset(),
-    ),
+    "jobs": Table("jobs", "job", "job", JOB_COLUMNS,
+                  ("jid", "user", "title", "pri", "numblocked", "numready", "numactive", "numerror",
+                   "numdone", "spooled"), ("jid",), ("Job.jid", "Job.owner")),
+    "tasks": Table("tasks", "task", "task", TASK_COLUMNS,
+                   ("jid", "tid", "user", "title", "state", "statetime", "blade"), ("jid", "tid"),
+                   ("Task.jid", "Task.tid", "Job.owner")),
+    "commands": Table("commands", "command", "command", COMMAND_COLUMNS, ("jid", "tid", "cid", "argv"),
+                      ("jid", "cid")),
+    "invocations": Table("invocations", "invocation", "invocation", INVOCATION_COLUMNS,
+                         ("jid", "tid", "cid", "iid", "blade", "starttime", "stoptime", "rcode", "argv"),
+                         ("jid", "tid", "cid", "iid")),
+    "blades": Table("blades", "blade", "blade", BLADE_COLUMNS,
+                    ("name", "port", "profile", "load", "availdisk", "availmem", "starttime", "nimby"),
+                    ("name",)),
+    "params": Table("params", "param", "param", PARAM_COLUMNS, ("name", "value"), ("name",)),
 }
 
 
-# =============================================================================================
-# Search clauses (§5)
-# =============================================================================================
-
-_TOKEN_RE = re.compile(r"""
-    \s*(?:
-      (?P<lp>\() | (?P<rp>\)) | (?P<lb>\[) | (?P<rb>\]) | (?P<comma>,) |
-      (?P<op><=|>=|!=|<>|==|=~|=|<|>) |
-      (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*') |
-      (?P<word>[^\s()\[\],=!<>"']+) |
-      (?P<bang>!)
-    )""", re.X)
-
-_KEYWORDS = {"and", "or", "not", "like", "in"}
-
-
-@dataclasses.dataclass
-class Token:
-    kind: str       # lp rp lb rb comma op str word bang end
-    text: str
-    pos: int
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        match = _TOKEN_RE.match(text, pos)
-        if not match or match.end() == pos:
-            raise ClauseError(f"search clause: unexpected character at {text[pos:]!r}")
-        kind = match.lastgroup or "end"
-        value = match.group(kind)
-        if kind == "str":
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        tokens.append(Token(kind, value, match.start(kind)))
-        pos = match.end()
-    tokens.append(Token("end", "", len(text)))
-    return tokens
-
-
-# AST nodes: ("or", a, b) ("and", a, b) ("not", a) ("cmp", attr, op, value) ("true", attr)
-# ("const", bool); value = ("lit", text, quoted) | ("list", [texts])
-
-class _Parser:
-    def __init__(self, table: Table, text: str, user: str, depth: int = 0):
-        self.table = table
-        self.text = text
-        self.user = user
-        self.depth = depth
-        self.tokens = tokenize(text)
-        self.i = 0
-
-    def peek(self) -> Token:
-        return self.tokens[self.i]
-
-    def take(self) -> Token:
-        token = self.tokens[self.i]
-        self.i += 1
-        return token
-
-    def is_word(self, *words: str) -> bool:
-        token = self.peek()
-        return token.kind == "word" and token.text.lower() in words
-
-    def parse(self):
-        if self.peek().kind == "end":
-            return ("const", True)
-        node = self.parse_or()
-        if self.peek().kind != "end":
-            raise ClauseError(f"search clause: unexpected {self.peek().text!r} in {self.text!r}")
-        return node
-
-    def parse_or(self):
-        node = self.parse_and()
-        while self.is_word("or", "||"):
-            self.take()
-            node = ("or", node, self.parse_and())
-        return node
-
-    def parse_and(self):
-        node = self.parse_not()
-        while self.is_word("and", "&&"):
-            self.take()
-            node = ("and", node, self.parse_not())
-        return node
-
-    def parse_not(self):
-        if self.is_word("not") or self.peek().kind == "bang":
-            self.take()
-            return ("not", self.parse_not())
-        return self.parse_primary()
-
-    def parse_primary(self):
-        token = self.take()
-        if token.kind == "lp":
-            node = self.parse_or()
-            if self.take().kind != "rp":
-                raise ClauseError(f"search clause: missing ')' in {self.text!r}")
-            return node
-        if token.kind != "word" or token.text.lower() in _KEYWORDS:
-            what = token.text or "end of clause"
-            raise ClauseError(f"search clause: expected an attribute or alias, got {what!r} in {self.text!r}")
-        name = token.text
-        nxt = self.peek()
-        if nxt.kind == "op":
-            self.take()
-            op = {"==": "=", "<>": "!=", "=~": "like"}.get(nxt.text, nxt.text)
-            return ("cmp", name, op, self.parse_value())
-        if self.is_word("like"):
-            self.take()
-            return ("cmp", name, "like", self.parse_value())
-        if self.is_word("in"):
-            self.take()
-            value = self.parse_value()
-            if value[0] != "list":
-                value = ("list", [value[1]])
-            return ("cmp", name, "=", value)
-        if self.is_word("not") and self.tokens[self.i + 1].kind == "word" \
-                and self.tokens[self.i + 1].text.lower() in ("like", "in"):
-            self.take()
-            inner = self.tokens[self.i].text.lower()
-            self.take()
-            value = self.parse_value()
-            if inner == "in" and value[0] != "list":
-                value = ("list", [value[1]])
-            return ("not", ("cmp", name, "like" if inner == "like" else "=", value))
-        return self.alias_or_flag(name)
-
-    def parse_value(self):
-        token = self.take()
-        if token.kind == "str":
-            return ("lit", token.text, True)
-        if token.kind == "word":
-            return ("lit", token.text, False)
-        if token.kind == "lb":
-            items = []
-            while self.peek().kind not in ("rb", "end"):
-                item = self.take()
-                if item.kind == "comma":
-                    continue
-                if item.kind not in ("str", "word"):
-                    raise ClauseError(f"search clause: bad list item {item.text!r} in {self.text!r}")
-                items.append(item.text)
-            if self.take().kind != "rb":
-                raise ClauseError(f"search clause: missing ']' in {self.text!r}")
-            return ("list", items)
-        raise ClauseError(f"search clause: expected a value, got {token.text or 'end of clause'!r} in {self.text!r}")
-
-    def alias_or_flag(self, name: str):
-        alias = self.table.aliases.get(name.lower())
-        if alias is not None:
-            if self.depth > 5:
-                raise ClauseError(f"search clause: alias {name!r} is recursive")
-            text = alias.replace("$USER", json.dumps(self.user))
-            return _Parser(self.table, text, self.user, self.depth + 1).parse()
-        # A bare attribute name tests its truth (INVENTED: non-empty, non-zero).
-        return ("true", name)
-
-
-def parse_clause(table: Table, text: str, user: str):
-    """Parse a §5 search clause for ``table``; an empty clause matches everything."""
-    return _Parser(table, text, user).parse()
-
-
-def _split_attr(name: str) -> tuple[str | None, str]:
-    """``Job.owner`` -> ("job", "owner"); ``owner`` -> (None, "owner")."""
-    prefix, dot, attr = name.partition(".")
-    if dot and prefix.lower() in ("job", "task", "blade", "param", "cmd", "command", "invocation"):
-        return prefix.lower(), attr.lower()
-    return None, name.lower()
-
-
-def clause_attrs(node) -> list[str]:
-    kind = node[0]
-    if kind in ("or", "and"):
-        return clause_attrs(node[1]) + clause_attrs(node[2])
-    if kind == "not":
-        return clause_attrs(node[1])
-    if kind in ("cmp", "true"):
-        return [node[1]]
-    return []
-
-
-def check_attrs(table: Table, node, extra_keys: set[str]) -> None:
-    known = table.known_keys() | extra_keys
-    for name in clause_attrs(node):
-        prefix, attr = _split_attr(name)
-        if prefix == "job" and table.name == "tasks":
-            if TABLES["jobs"].key_of(attr) in TABLES["jobs"].known_keys() | extra_keys:
-                continue
-        if table.key_of(attr) not in known:
-            raise ClauseError(f"unknown {table.noun} attribute {name!r} in search clause")
-
-
-def needs_job_rows(node) -> bool:
-    return any(_split_attr(name)[0] == "job" for name in clause_attrs(node))
-
-
-_RELTIME_RE = re.compile(r"^([-+]?\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_time_value(text: str, now: float | None = None) -> float | None:
-    """A clause time value: ``-1d`` (relative, s/m/h/d/w), epoch seconds, ``YYYY-MM-DD[ HH:MM[:SS]]``,
-    ``MM/DD`` or ``MM/DD|HH:MM`` (this year).  None if it is none of those."""
-    now = time.time() if now is None else now
-    text = text.strip()
-    match = _RELTIME_RE.match(text)
-    if match:
-        return now + float(match.group(1)) * _UNITS[match.group(2)]
+def parse_clause(text: str):
+    """Check a §5 search clause's syntax (the engine evaluates it); an empty clause matches everything."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    year = time.localtime(now).tm_year
-    for fmt, prefix in (("%Y-%m-%d %H:%M:%S", ""), ("%Y-%m-%d %H:%M", ""), ("%Y-%m-%d", ""),
-                        ("%Y-%m-%dT%H:%M:%S", ""), ("%Y/%m/%d|%H:%M", f"{year}/"),
-                        ("%Y/%m/%d", f"{year}/")):
-        try:
-            return time.mktime(time.strptime(prefix + text, fmt))
-        except ValueError:
-            continue
-    return None
+        return query.parse(text)
+    except query.QueryError as exc:
+        raise ClauseError(str(exc)) from None
+
+
+parse_time_value = query.parse_time_value
 
 
 def _number(value):
@@ -435,102 +245,26 @@ def _text(value) -> str:
     return str(value)
 
 
-class Evaluator:
-    def __init__(self, table: Table, now: float | None = None):
-        self.table = table
-        self.now = time.time() if now is None else now
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    def lookup(self, row: dict, name: str):
-        prefix, attr = _split_attr(name)
-        if prefix == "job" and self.table.name == "tasks":
-            job = row.get("_job") or {}
-            key = TABLES["jobs"].key_of(attr)
-            if key in job:
-                return job[key]
-        return row.get(self.table.key_of(attr))
 
-    def is_time(self, name: str) -> bool:
-        prefix, attr = _split_attr(name)
-        key = self.table.key_of(attr)
-        if prefix == "job" and self.table.name == "tasks":
-            key = TABLES["jobs"].key_of(attr)
-        return key in self.table.time_keys or key in TABLES["jobs"].time_keys or key.endswith("time")
-
-    def matches(self, node, row: dict) -> bool:
-        kind = node[0]
-        if kind == "const":
-            return node[1]
-        if kind == "or":
-            return self.matches(node[1], row) or self.matches(node[2], row)
-        if kind == "and":
-            return self.matches(node[1], row) and self.matches(node[2], row)
-        if kind == "not":
-            return not self.matches(node[1], row)
-        if kind == "true":
-            value = self.lookup(row, node[1])
-            return bool(value) and value not in ("0", "false", "False")
-        _, name, op, value = node
-        left = self.lookup(row, name)
-        if value[0] == "list":
-            found = any(self.compare(name, left, "=", ("lit", item, False), row) for item in value[1])
-            if op == "=":
-                return found
-            if op == "!=":
-                return not found
-            if op == "like":
-                return any(self.compare(name, left, "like", ("lit", item, True), row) for item in value[1])
-            raise ClauseError(f"search clause: a list cannot be compared with {op!r}")
-        return self.compare(name, left, op, value, row)
-
-    def compare(self, name: str, left, op: str, value, row: dict) -> bool:
-        _, text, quoted = value
-        right = text
-        if not quoted:
-            # An unquoted word naming an attribute compares two attributes (§5 alias
-            # "done = numdone=numtasks").
-            key = self.table.key_of(_split_attr(text)[1])
-            if key in self.table.known_keys() and key in row:
-                right = row.get(key)
-        if op == "like":
-            try:
-                return left is not None and re.search(str(right), _text(left)) is not None
-            except re.error as exc:
-                raise ClauseError(f"search clause: bad regular expression {text!r}: {exc}") from None
-        if left is None or left == "":
-            if op == "!=":
-                return right not in (None, "")
-            return op == "=" and right in (None, "", "null", "NULL")
-        if self.is_time(name) and isinstance(right, str):
-            moment = parse_time_value(right, self.now)
-            if moment is not None:
-                right = moment
-        lnum, rnum = _number(left), _number(right)
-        if lnum is not None and rnum is not None:
-            a, b = lnum, rnum
-        else:
-            a, b = _text(left), _text(right)
-        if op == "=":
-            return a == b
-        if op == "!=":
-            return a != b
-        if op == "<":
-            return a < b
-        if op == ">":
-            return a > b
-        if op == "<=":
-            return a <= b
-        if op == ">=":
-            return a >= b
-        raise ClauseError(f"search clause: unknown operator {op!r}")
+def tractorselect_call(table: Table, clause: str, cols: list[str], sort: list[str], limit: int,
+                       archives: bool) -> str:
+    """The ``q`` of ``db?q=tractorselect(...)`` as the shipped EngineClient writes it (§6.6)."""
+    return "tractorselect(%s, %s, %s, %s, %d, %s, '')" % (
+        _sql_text(table.sql), _sql_text(clause), _sql_text(",".join(cols)), _sql_text(",".join(sort)),
+        max(0, int(limit)), "'t'" if archives else "'f'")
 
 
 # =============================================================================================
 # Columns and formatting (§5 "Default columns", list options)
 # =============================================================================================
 
-def select_columns(table: Table, spec: str | None, extra_keys: set[str] = frozenset()) -> list[Column]:
+def select_columns(table: Table, spec: str | None) -> list[Column]:
     """``-c/--cols``: a comma list replaces the defaults; ``+col`` adds, ``-col`` removes,
-    ``col=width`` sets a width (§5)."""
+    ``col=width`` sets a width (§5).  Any attribute of the table (or a qualified one, ``Job.title``)
+    can be a column; the engine has the last word on what exists."""
     names: list[tuple[str, int | None]] = [(name, None) for name in table.defaults]
     if spec:
         items = [item.strip() for item in re.split(r"[,\s]+", spec) if item.strip()]
@@ -549,24 +283,34 @@ def select_columns(table: Table, spec: str | None, extra_keys: set[str] = frozen
                     raise UsageError(f"bad column width in {item!r}")
                 size = int(width)
             if mode == "-":
-                names = [entry for entry in names if entry[0] != name and
-                         table.key_of(entry[0]) != table.key_of(name)]
+                gone = table.resolve(name)[0]
+                names = [entry for entry in names if entry[0] != name and table.resolve(entry[0])[0] != gone]
             else:
                 names.append((name, size))
     columns = []
-    known = table.known_keys() | set(extra_keys)
     for name, size in names:
         col = table.columns.get(name)
         if col is None:
-            key = table.key_of(name)
-            if key not in known:
-                raise UsageError(f"unknown {table.noun} column {name!r}")
-            kind = "time" if key.endswith("time") else "text"
-            col = Column(name, key, name, max(len(name), 8), kind)
+            attr, key = table.resolve(name)
+            col = Column(name, key, name, max(len(name), 8), table.kind_of(name), attr)
         if size is not None:
             col = col.with_width(size)
         columns.append(col)
     return columns
+
+
+def sort_spec(table: Table, spec: str | None) -> list[str]:
+    """``-s/--sortby``: comma list, ``-`` prefix = descending (§5), as qualified attributes for
+    tractorselect's sort argument."""
+    items = [item.strip() for item in re.split(r"[,\s]+", spec) if item.strip()] if spec else list(table.sort)
+    out = []
+    for item in items:
+        sign = "-" if item.startswith("-") else ""
+        name = item.lstrip("+-")
+        if not name:
+            raise UsageError(f"bad sort spec {item!r}")
+        out.append(sign + table.resolve(name)[0])
+    return out
 
 
 @dataclasses.dataclass
@@ -585,11 +329,11 @@ def format_value(col: Column, value, opts: FormatOptions) -> str:
     if col.kind == "time":
         if value in ("", 0, "0"):
             return ""
-        if opts.raw:
-            return _text(value)
-        number = _number(value)
+        number = query.to_epoch(value)  # tractorselect sends ISO 8601 times (PROTOCOL.md)
         if number is None:
             return _text(value)
+        if opts.raw:
+            return _text(number)  # --raw: epoch seconds
         moment = time.localtime(number)
         if opts.timefmt:
             return time.strftime(opts.timefmt, moment)
@@ -628,27 +372,6 @@ def format_header(columns: list[Column], opts: FormatOptions) -> list[str]:
         return [header]
     rule = " ".join("=" * max(col.width, 1) for col in columns)
     return [header, rule]
-
-
-def _sort_key(value):
-    if value is None or value == "":
-        return (0, 0, "")
-    number = _number(value)
-    if number is not None and not isinstance(value, (list, tuple)):
-        return (1, number, "")
-    return (2, 0, _text(value))
-
-
-def sort_rows(table: Table, rows: list[dict], spec: str | None) -> list[dict]:
-    """``-s/--sortby``: comma list, ``-`` prefix = descending (§5)."""
-    keys = [item.strip() for item in re.split(r"[,\s]+", spec) if item.strip()] if spec else list(table.sort)
-    result = list(rows)
-    for item in reversed(keys):
-        descending = item.startswith("-")
-        name = item.lstrip("+-").lower()
-        key = table.key_of(name)
-        result.sort(key=lambda row, key=key: _sort_key(row.get(key)), reverse=descending)
-    return result
 
 
 # =============================================================================================
@@ -781,7 +504,7 @@ def parse_sub_args(command: str, args: list[str], extra_value_opts: dict | None 
 USAGE = """\
 usage: tq [GLOBAL OPTIONS] <subcommand> [subcommand options] [SEARCH CLAUSE]
 
-lists:       jobs, tasks, blades, params
+lists:       jobs, tasks, commands|cmds, invocations|invos, blades, params
 job ops:     pause, unpause, delete, interrupt, retryallerrs, chpri -p N
 task ops:    retry, kill
 admin:       ping, queuestats
@@ -836,7 +559,8 @@ OPERATIONS = {
     "chpri": Operation("jobs", "Change the priority of this job?", "priority changed", "queue",
                        (("q", None, "jattr"), ("jid", "jid", None), ("set_priority", None, ""))),
 }
-LIST_COMMANDS = {"jobs": "jobs", "tasks": "tasks", "blades": "blades", "params": "params"}
+LIST_COMMANDS = {"jobs": "jobs", "tasks": "tasks", "commands": "commands", "cmds": "commands",
+                 "invocations": "invocations", "invos": "invocations", "blades": "blades", "params": "params"}
 
 
 class Tq:
@@ -872,40 +596,26 @@ class Tq:
             noformat=sub.noformat, delimiter=sub.delimiter)
 
     # -- fetching ---------------------------------------------------------------------------
-    def fetch(self, table: Table, archives: bool) -> list[dict]:
-        params = {"q": table.query}
-        if archives and table.name in ("jobs", "tasks"):
-            params["archives"] = "1"
-        reply = self.client.request("monitor", params)
-        data = reply.get(table.query)
-        if table.name == "params":
-            if isinstance(data, dict):
-                return [{"name": key, "value": value} for key, value in data.items()]
-            return list(data or [])
-        if not isinstance(data, list):
-            raise EngineError(f"engine {self.client.address} sent no {table.query} list")
-        return [row for row in data if isinstance(row, dict)]
+    def tractorselect(self, table: Table, clause: str, cols: list[str], sort: list[str], limit: int,
+                      archives: bool) -> list[dict]:
+        """``db?q=tractorselect(...)`` (§6.6): the engine evaluates the clause."""
+        call = tractorselect_call(table, clause, cols, sort, limit, archives)
+        reply = self.client.request("db", {"q": call})
+        rows = reply.get("rows")
+        if not isinstance(rows, list):  # the shipped client treats a non-list as an error text
+            raise EngineError(f"engine {self.client.address}: tractorselect failed: {rows or reply.get('msg')}")
+        return [row for row in rows if isinstance(row, dict)]
 
     def select(self, table: Table, sub: SubOptions) -> tuple[list[dict], list[Column]]:
         archives = self.g.archives or sub.archives
-        node = parse_clause(table, sub.clause, self.user)
-        rows = self.fetch(table, archives)
-        extra = set().union(*(row.keys() for row in rows)) if rows else set()
-        if table.name == "tasks" and (needs_job_rows(node) or any("owner" not in row for row in rows)):
-            jobs = {job.get("jid"): job for job in self.fetch(TABLES["jobs"], True)}
-            for row in rows:
-                job = jobs.get(row.get("jid")) or {}
-                row["_job"] = job
-                row.setdefault("owner", job.get("owner"))
-            extra |= {"owner"}
-        check_attrs(table, node, extra)
-        columns = select_columns(table, sub.cols, extra)
-        evaluator = Evaluator(table)
-        rows = [row for row in rows if evaluator.matches(node, row)]
-        if not sub.nosort:
-            rows = sort_rows(table, rows, sub.sortby)
-        if sub.limit > 0:
-            rows = rows[:sub.limit]
+        parse_clause(sub.clause)
+        columns = select_columns(table, sub.cols)
+        attrs: list[str] = []
+        for attr in [col.attr for col in columns] + list(table.hidden):
+            if attr not in attrs:
+                attrs.append(attr)
+        sort = [] if sub.nosort else sort_spec(table, sub.sortby)
+        rows = self.tractorselect(table, sub.clause, attrs, sort, sub.limit, archives)
         return rows, columns
 
     # -- commands ---------------------------------------------------------------------------
@@ -989,19 +699,16 @@ class Tq:
         return 0
 
     def cmd_queuestats(self, sub: SubOptions) -> int:
-        reply = self.client.request("ctrl", {"q": "status", "qlen": "1", "enumq": "1"})
-        queue = reply.get("queue") or {}
-        tasks = queue.get("tasks") or {}
-        blades = reply.get("blades") or {}
-        # INVENTED layout (the real output is not public).
-        self.out(f"jobs: {queue.get('jobs', 0)}")
-        self.out("tasks: " + " ".join(f"{state}={tasks.get(state, 0)}"
-                                      for state in ("blocked", "ready", "active", "error", "done")))
-        if blades:
-            self.out("blades: " + " ".join(f"{key}={value}" for key, value in sorted(blades.items())))
-        paused = (reply.get("dispatching") or {}).get("paused")
-        if paused is not None:
-            self.out(f"dispatching: {'paused' if paused else 'running'}")
+        # INVENTED: counted with tractorselect; the layout is ours (the real output is not public).
+        jobs = self.tractorselect(TABLES["jobs"], "", ["Job.jid"], [], 0, False)
+        states = {state: 0 for state in ("blocked", "ready", "active", "error", "done")}
+        for row in self.tractorselect(TABLES["tasks"], "", ["Task.state"], [], 0, False):
+            states[row.get("state")] = states.get(row.get("state"), 0) + 1
+        registered = self.tractorselect(TABLES["blades"], "", ["Blade.name"], [], 0, False)
+        up = self.tractorselect(TABLES["blades"], "up", ["Blade.name"], [], 0, False)
+        self.out(f"jobs: {len(jobs)}")
+        self.out("tasks: " + " ".join(f"{state}={count}" for state, count in states.items()))
+        self.out(f"blades: registered={len(registered)} up={len(up)}")
         return 0
 
     def run(self, command: str, args: list[str]) -> int:
@@ -1024,9 +731,8 @@ class Tq:
                 raise UsageError(f"{command}: a search clause is required, e.g. tq {command} {example}")
             if command == "chpri" and sub.priority is None:
                 raise UsageError("chpri: -p/--priority N is required")
-        # Parse the clause before contacting the engine so that usage errors come first.
-        table = TABLES[LIST_COMMANDS.get(command) or (OPERATIONS[command].table if command in OPERATIONS else "jobs")]
-        parse_clause(table, sub.clause, self.user)
+        # Check the clause before contacting the engine so that usage errors come first.
+        parse_clause(sub.clause)
         self.client.login()
         try:
             if command in LIST_COMMANDS:

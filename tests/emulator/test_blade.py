@@ -110,9 +110,11 @@ def test_command_runs_and_its_output_lands_in_cmd_logs(site):
     assert f"env {jid} 1 1 1 {site.owner.pw_name}\n" in out
     assert cmd_log(site, jid, 2) == "first\nsecond\n"  # a task's commands in order, one log per task
     assert wait_file(os.path.join(work, "pwd.txt")).strip() == site.base  # no spool cwd: the blade's cwd
-    blades = {b["name"]: b for b in engine.call("monitor?q=blades")[2]["blades"]}
+    blades = {b["name"]: b for b in engine.select("blade", "", "name,version,numslots,port,status")}
     assert blades["b1"]["version"] == "2.2" and blades["b1"]["numslots"] == 2
     assert blades["b1"]["port"] == 9005 and blades["b1"]["status"] == "up"
+    feed = {b["hnm"]: b for b in engine.call("monitor?q=blades")[2]["blades"]}  # the Dashboard's (§6.6)
+    assert (feed["b1"]["vers"], feed["b1"]["note"], feed["b1"]["lp"]) == ("2.2", "up", 9005)
     log = blade_log(site, "b1")
     assert "registered as 'b1'" in log and f"J{jid} T1 C1 I1: reported rc=0" in log
 
@@ -183,8 +185,7 @@ def test_engine_killed_while_a_command_runs(site, restart_version):
     tasks = engine.wait_tasks(jid, lambda ts: states(ts) == ["done"])
     assert tasks[0]["blade"] == "b1"
     assert cmd_log(site, jid, 1) == "started\nfinished\n"  # every byte, once, in order
-    blades = {b["name"]: b for b in engine.call("monitor?q=blades")[2]["blades"]}
-    assert blades["b1"]["status"] == "up"
+    assert engine.select("blade", "name=b1", "status") == [{"status": "up"}]
     log = blade_log(site, "b1")
     assert log.count("registered as 'b1'") == 2 and "answers again" in log
     # the blade keeps working for the new engine
@@ -215,7 +216,34 @@ def test_retry_kills_the_running_command_and_reruns_it(site):
     assert cmd_log(site, jid, 1) == "first run 1\nterminated\nsecond run 2\n"
     log = blade_log(site, "b1")
     assert f"engine asked to kill J{jid} T1 C1 I1" in log
-    assert f"J{jid} T1 C1 I1: reported rc=143 (ignored by engine)" in log
+    assert f"J{jid} T1 C1 I1: reported rc=143\n" in log  # the report the retry waited for
+    first = engine.select("invocation", f"jid={jid} and iid=1", "current,rcode,stoptime")[0]
+    assert first["current"] is False and first["rcode"] == 143 and first["stoptime"] is not None
+
+
+def test_retried_task_stays_active_until_a_slow_blade_kills_the_command(site):
+    """[I] The task is active, its invocation current and unstopped, until the blade reports the
+    kill; a blade with a long poll interval makes that visible."""
+    engine = site.start_engine("2.2")
+    work = workdir(site)
+    jid = engine.spool({"title": "slow", "tasks": [{"title": "t", "argv": [
+        "sh", "-c", f"echo $$ > {work}/pid; sleep 60"]}]})
+    site.start_blade("2.2", "b1", "--poll", "4")
+    engine.wait_tasks(jid, lambda ts: states(ts) == ["active"])
+    pid = int(wait_file(os.path.join(work, "pid")))
+    assert engine.call(f"queue?q=jretry&jid={jid}&tsubset=active", session=True)[2]["retried"] == [1]
+    invocation = "jid,tid,cid,iid,current,stoptime,rcode"
+    assert engine.tasks(jid)[0]["state"] == "active" and alive(pid)
+    assert engine.select("invocation", f"jid={jid}", invocation) == [
+        {"jid": jid, "tid": 1, "cid": 1, "iid": 1, "current": True, "stoptime": None, "rcode": None}]
+    # the blade's next heartbeat kills it; its report makes the task ready and it runs again
+    tasks = engine.wait_tasks(jid, lambda ts: ts[0]["retrycount"] == 1, timeout=30)
+    assert tasks[0]["state"] in ("ready", "active")
+    assert not alive(pid)
+    first = engine.select("invocation", f"jid={jid} and iid=1", invocation)[0]
+    assert first["current"] is False and first["rcode"] == -15 and first["stoptime"] is not None
+    log = blade_log(site, "b1")
+    assert f"engine asked to kill J{jid} T1 C1 I1" in log and f"J{jid} T1 C1 I1: reported rc=-15\n" in log
 
 
 def test_kill_escalates_to_sigkill(site):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -16,10 +17,6 @@ import time
 import pytest
 
 from tractor_emulator import versions
-
-
-def header_version(headers) -> str:
-    return headers["Server"]
 
 
 def fake_blade_run(engine, name="b1"):
@@ -36,24 +33,35 @@ def pg_running(site, version="2.2") -> bool:
     return "is running" in site.dbctl(version, "--status").stderr
 
 
+def tasks_and_invocations(engine, jid):
+    tasks = engine.select("task", f"jid={jid}", "jid,tid,state,retrycount")
+    invocations = engine.select("invocation", f"jid={jid}", "jid,tid,cid,iid,current,stoptime,rcode")
+    return tasks, invocations
+
+
 # -- §6.1, §6.5 version banner and header --------------------------------------------------------
+# LOG-22: "Tractor 2.2 (Feb 15 2017 11:38:27 1715407 linux-ix86-64-gcc44icc150-release)"
+BANNER = r"Tractor {v} \(\w{{3}} [ \d]\d \d{{4}} \d\d:\d\d:\d\d \d+ \S+\)"
+
+
 @pytest.mark.parametrize("version", ["2.2", "2.4"])
 def test_status_and_version_header(site, version):
-    info = versions.get(version)
     engine = site.start_engine(version)
     status, headers, reply = engine.call("ctrl?q=status")
-    assert status == 200
-    assert header_version(headers) == info.server_header
-    assert headers["Server"].startswith(f"Pixar_Tractor/{version} (")
+    assert status == 200 and reply == {"rc": 0, "msg": "ok"}  # only rc is public (§6.6)
+    assert headers["Server"].startswith(f"Pixar_Tractor/{version} (")  # §6.1
+    assert re.fullmatch(r"Pixar_Tractor/" + BANNER.format(v=re.escape(version))[len("Tractor "):],
+                        headers["Server"]), headers["Server"]
     assert headers["Content-Type"].startswith("application/json")
-    assert reply["rc"] == 0 and reply["version"] == version and reply["engine"] == info.banner
-    assert reply["dispatching"] == {"paused": False}
-    assert reply["schema-version"] == info.schema_version
     banner = site.run([site.bin(version, "tractor-engine"), "--version"])
-    assert banner.returncode == 0 and banner.stdout.strip() == info.banner
-    assert info.banner in site.engine_log()  # the same banner opens the log (§7.2)
+    assert banner.returncode == 0 and re.fullmatch(BANNER.format(v=re.escape(version)), banner.stdout.strip())
+    assert banner.stdout.strip() in site.engine_log()  # the same banner opens the log (§7.2)
     login = engine.call("monitor?q=login&user=ann")[2]
-    assert login["login"] == "ok" and login["user"] == "ann" and login["engine"] == info.banner
+    assert login["login"] == "ok" and login["user"] == "ann" and login["engine"] == banner.stdout.strip()
+    # the emulator-only introspection request (PROTOCOL.md)
+    info = engine.status()
+    assert info["rc"] == 0 and info["version"] == version and info["engine"] == banner.stdout.strip()
+    assert info["dispatching"] == {"paused": False} and info["schema-version"] == versions.get(version).schema_version
 
 
 def test_sigterm_stops_postgres_and_sigkill_leaves_it_running(site):
@@ -121,7 +129,7 @@ def test_requests_block_while_the_schema_upgrade_runs(site):
         assert time.monotonic() < deadline, site.engine_log()
         time.sleep(0.05)
     began = time.monotonic()
-    reply = new.call("ctrl?q=status", timeout=60)[2]
+    reply = new.call("emulator?q=status", timeout=60)[2]
     waited = time.monotonic() - began
     assert reply["rc"] == 0 and reply["schema-version"] == "2.3-1"  # answered only once upgraded
     log = site.engine_log()
@@ -145,7 +153,7 @@ def test_dispatch_and_completion_over_the_blade_protocol(site):
     parent = fake_blade_run(engine)
     assert parent["tid"] == 1
     finish(engine, parent)
-    job = engine.call(f"monitor?q=jobs&jid={jid}")[2]["jobs"][0]
+    job = engine.select("job", f"jid={jid}", "numtasks,numdone,stoptime")[0]
     assert (job["numtasks"], job["numdone"]) == (2, 2) and job["stoptime"] is not None
     status = engine.status()
     assert status["queue"]["tasks"]["done"] == 2
@@ -168,11 +176,15 @@ def test_engine_wide_pause_stops_new_dispatch_only(site):
     jid = engine.spool({"title": "j", "tasks": [{"title": "a", "argv": ["true"]}, {"title": "b", "argv": ["true"]}]})
     running = fake_blade_run(engine)
     assert engine.call("ctrl?q=dispatching&pause=1")[2]["rc"] == 1  # needs a session
+    assert engine.call("ctrl?q=dispatching")[2]["rc"] == 1  # reading the state needs one too
+    assert engine.call("ctrl?q=dispatching", session=True)[2] == {"rc": 0, "dispatching": {"paused": False}}
     assert engine.call("ctrl?q=dispatching&pause=1", session=True)[2] == {"rc": 0, "dispatching": {"paused": True}}
+    assert engine.call("ctrl?q=dispatching", session=True)[2] == {"rc": 0, "dispatching": {"paused": True}}
     assert engine.status()["dispatching"]["paused"] is True
     assert fake_blade_run(engine) is None  # nothing new is dispatched
     assert finish(engine, running)["ignored"] is False  # the running command still reports
     engine.call("ctrl?q=dispatching&pause=0", session=True)
+    assert engine.call("ctrl?q=dispatching", session=True)[2] == {"rc": 0, "dispatching": {"paused": False}}
     assert fake_blade_run(engine)["tid"] == 2
     assert engine.tasks(jid)[0]["state"] == "done"
 
@@ -180,26 +192,90 @@ def test_engine_wide_pause_stops_new_dispatch_only(site):
 def test_paused_at_start_up(site):
     engine = site.start_engine("2.2", "--paused")
     engine.spool({"title": "j", "tasks": [{"title": "a", "argv": ["true"]}]})
-    assert engine.status()["dispatching"]["paused"] is True
+    assert engine.call("ctrl?q=dispatching", session=True)[2] == {"rc": 0, "dispatching": {"paused": True}}
     assert fake_blade_run(engine) is None
 
 
-def test_job_pause_and_retry_active_kills_through_heartbeat(site):
+def heartbeat(engine, running, name="b1"):
+    return engine.call(f"btrack?q=heartbeat&blade={name}", json.dumps({"running": running}).encode(),
+                       "application/json")[2]
+
+
+@pytest.mark.parametrize("how", ["jretry", "tretry"])
+def test_retried_active_task_stays_active_until_the_blade_reports_the_kill(site, how):
+    """§6.3 jretry tsubset=active / tretry, inferred [I]: the engine cannot know the command stopped
+    before its blade says so.  No blade process here: the test plays the blade."""
     engine = site.start_engine("2.2")
     jid = engine.spool({"title": "j", "tasks": [{"title": "a", "argv": ["sleep", "60"]}]})
     cmd = fake_blade_run(engine)
     running = [{k: cmd[k] for k in ("jid", "tid", "cid", "iid")}]
-    beat = engine.call("btrack?q=heartbeat&blade=b1", json.dumps({"running": running}).encode(), "application/json")
-    assert beat[2] == {"rc": 0, "kill": []}
-    reply = engine.call(f"queue?q=jretry&jid={jid}&tsubset=active", session=True)[2]
-    assert reply["retried"] == [1]
-    beat = engine.call("btrack?q=heartbeat&blade=b1", json.dumps({"running": running}).encode(), "application/json")
-    assert beat[2]["kill"] == running  # the blade is told to kill the old invocation
-    assert finish(engine, cmd, rc=-15)["ignored"] is True  # its late report is ignored
+    assert heartbeat(engine, running) == {"rc": 0, "kill": []}
+    if how == "jretry":
+        assert engine.call(f"queue?q=jretry&jid={jid}&tsubset=active", session=True)[2] == {"rc": 0, "retried": [1]}
+    else:
+        assert engine.call(f"queue?q=tretry&jid={jid}&tid=1", session=True)[2] == {"rc": 0}
+    # the blade has not reported: still active, the invocation still current and running
+    tasks, invocations = tasks_and_invocations(engine, jid)
+    assert tasks == [{"jid": jid, "tid": 1, "state": "active", "retrycount": 0}]
+    assert invocations == [{"jid": jid, "tid": 1, "cid": 1, "iid": 1, "current": True, "stoptime": None,
+                            "rcode": None}]
+    assert engine.select("job", f"jid={jid}", "numactive,numready") == [{"numactive": 1, "numready": 0}]
+    assert engine.select("task", "active", "jid,tid") == [{"jid": jid, "tid": 1}]
+    assert fake_blade_run(engine) is None  # nothing to dispatch while it is active
+    # a second retry before the blade reports changes nothing
+    engine.call(f"queue?q=tretry&jid={jid}&tid=1", session=True)
+    assert engine.status()["pending-kills"] == running
+    # the next heartbeat tells the blade to kill it, as many times as it asks
+    assert heartbeat(engine, running)["kill"] == running
+    assert heartbeat(engine, running)["kill"] == running
+    assert tasks_and_invocations(engine, jid)[0][0]["state"] == "active"
+    # the blade reports the end of the killed command: only now is the task ready again
+    assert finish(engine, cmd, rc=-15) == {"rc": 0, "ignored": False}
+    tasks, invocations = tasks_and_invocations(engine, jid)
+    assert tasks == [{"jid": jid, "tid": 1, "state": "ready", "retrycount": 1}]
+    assert invocations[0]["current"] is False and invocations[0]["rcode"] == -15
+    assert invocations[0]["stoptime"] is not None
+    assert engine.select("job", f"jid={jid}", "numactive,numready") == [{"numactive": 0, "numready": 1}]
+    assert engine.status()["pending-kills"] == []
+    assert heartbeat(engine, [])["kill"] == []
+    assert finish(engine, cmd, rc=-15)["ignored"] is True  # a repeated report is ignored
+    # the rerun: pause and unpause the job on the way (§6.3 jattr)
     engine.call(f"queue?q=jattr&jid={jid}&set_pause=1", session=True)
     assert fake_blade_run(engine) is None  # paused job
     engine.call(f"queue?q=jattr&jid={jid}&set_pause=0", session=True)
-    assert fake_blade_run(engine)["iid"] == 2
+    again = fake_blade_run(engine)
+    assert again["iid"] == 2
+    finish(engine, again, rc=0)
+    assert tasks_and_invocations(engine, jid)[0] == [{"jid": jid, "tid": 1, "state": "done", "retrycount": 1}]
+
+
+def test_pending_kill_is_lost_when_the_engine_restarts(site):
+    """In memory only (INVENTED): after a restart the task stays active and its command runs on."""
+    engine = site.start_engine("2.2")
+    jid = engine.spool({"title": "j", "tasks": [{"title": "a", "argv": ["sleep", "60"]}]})
+    cmd = fake_blade_run(engine)
+    running = [{k: cmd[k] for k in ("jid", "tid", "cid", "iid")}]
+    engine.call(f"queue?q=jretry&jid={jid}&tsubset=active", session=True)
+    assert engine.stop() == 0
+    engine = site.start_engine("2.2")
+    assert heartbeat(engine, running)["kill"] == []
+    assert tasks_and_invocations(engine, jid)[0][0]["state"] == "active"
+    assert finish(engine, cmd, rc=0)["ignored"] is False  # the command ran to its end
+    assert tasks_and_invocations(engine, jid)[0][0]["state"] == "done"
+
+
+def test_interrupt_stops_at_once(site):
+    """jinterrupt (kept as it was): the invocation is stopped and the task in error at once; the
+    blade is told to kill it at its next heartbeat and its late report is ignored."""
+    engine = site.start_engine("2.2")
+    jid = engine.spool({"title": "j", "tasks": [{"title": "a", "argv": ["sleep", "60"]}]})
+    cmd = fake_blade_run(engine)
+    running = [{k: cmd[k] for k in ("jid", "tid", "cid", "iid")}]
+    assert engine.call(f"queue?q=jinterrupt&jid={jid}", session=True)[2] == {"rc": 0, "interrupted": [1]}
+    tasks, invocations = tasks_and_invocations(engine, jid)
+    assert tasks[0]["state"] == "error" and invocations[0]["current"] is False and invocations[0]["rcode"] == -15
+    assert heartbeat(engine, running)["kill"] == running
+    assert finish(engine, cmd, rc=-15)["ignored"] is True
 
 
 def test_unknown_job_and_bad_requests(site):

@@ -72,7 +72,7 @@ class Farm:
         return {"title": title, "priority": 10, "tasks": [{"title": "t1", "argv": ["sh", "-c", script]}]}, marker
 
     def job(self, jid: int) -> dict | None:
-        jobs = self.engine.call(f"monitor?q=jobs&archives=1&jid={jid}")[2]["jobs"]
+        jobs = self.engine.select("job", f"jid={jid}", archives=True)
         return jobs[0] if jobs else None
 
     def close(self):
@@ -166,6 +166,30 @@ def test_spool_then_jobs_and_tasks_print_the_default_columns(farm):
     header, rows = table(blades.stdout)
     assert header == ["name", "port", "profile", "load", "disk", "mem", "start", "nimby"]
     assert rows and rows[0].split()[0] == "b1"
+
+
+def test_lists_read_through_tractorselect(farm):
+    """§6.6: the clause, columns, sort and limit go to the engine; its errors are tq's (exit 2)."""
+    first = farm.spool({"title": "a", "priority": 5, "tasks": [{"title": "t", "argv": ["true"]}]})
+    second = farm.spool({"title": "b", "priority": 9, "tasks": [{"title": "t", "cmds": [
+        {"argv": ["echo", "x y"]}, {"argv": ["true"]}]}]})
+    farm.engine.wait_tasks(second, lambda tasks: tasks[0]["state"] == "done")
+    farm.engine.wait_tasks(first, lambda tasks: tasks[0]["state"] == "done")
+    assert farm.tq("jobs", "--nh", "-c", "jid", "-s", "-pri").stdout.split() == [str(second), str(first)]
+    assert farm.tq("jobs", "--nh", "-c", "jid", "-s", "-jid", "--limit", "1").stdout.split() == [str(second)]
+    invos = farm.tq("invocations", f"jid={second}")
+    assert invos.returncode == 0, invos.stderr
+    header, rows = table(invos.stdout)
+    assert header == ["jid", "tid", "cid", "iid", "blade", "start", "stop", "rc", "argv"]
+    assert [row.split()[:5] for row in rows] == [[str(second), "1", "1", "1", "b1"], [str(second), "1", "2", "1", "b1"]]
+    cmds = farm.tq("commands", "--nh", "-c", "cid,argv", f"jid={second}")
+    assert cmds.stdout.splitlines() == ["   1 echo 'x y'", "   2 true"]
+    bad = farm.tq("tasks", "nosuch=1")
+    assert bad.returncode == 2 and bad.stdout == "" and "nosuch" in bad.stderr
+    assert farm.tq("jobs", "-c", "jid,nosuch").returncode == 2
+    stats = farm.tq("queuestats")
+    assert stats.stdout.splitlines() == ["jobs: 2", "tasks: blocked=0 ready=0 active=0 error=0 done=2",
+                                         "blades: registered=1 up=1"]
 
 
 def test_spool_options_and_errors(farm):

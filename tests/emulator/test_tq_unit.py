@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tractor_emulator import client, spool, tq
+from tractor_emulator import client, query, spool, tq
 from tractor_emulator.client import UsageError
 
 NOW = 1_700_000_000.0
@@ -17,89 +17,46 @@ JOBS = [
     {"jid": 1, "owner": "ann", "title": "shot 10", "priority": 100.0, "numtasks": 3, "numblocked": 0,
      "numready": 1, "numactive": 1, "numerror": 0, "numdone": 1, "spooltime": NOW - 3600,
      "pausetime": None, "deletetime": None, "comment": ""},
-    {"jid": 2, "owner": "bob", "title": "comp", "priority": 50.0, "numtasks": 2, "numblocked": 0,
-     "numready": 0, "numactive": 0, "numerror": 0, "numdone": 2, "spooltime": NOW - 3 * 86400,
-     "pausetime": NOW - 60, "deletetime": None, "comment": ""},
-    {"jid": 3, "owner": "ann", "title": "r3 lighting", "priority": 75.0, "numtasks": 2,
-     "numblocked": 1, "numready": 0, "numactive": 0, "numerror": 1, "numdone": 0,
-     "spooltime": NOW - 120, "pausetime": None, "deletetime": None, "comment": ""},
-]
-TASKS = [
-    {"jid": 1, "tid": 1, "title": "frame 1", "state": "done", "owner": "ann", "blade": "b1"},
-    {"jid": 1, "tid": 2, "title": "frame 2", "state": "active", "owner": "ann", "blade": "b1"},
-    {"jid": 2, "tid": 1, "title": "c1", "state": "active", "owner": "bob", "blade": "b2"},
-    {"jid": 3, "tid": 1, "title": "x", "state": "error", "owner": "ann", "blade": ""},
 ]
 
 
-def select(table: str, clause: str, rows, user: str = "ann") -> list:
-    tbl = tq.TABLES[table]
-    node = tq.parse_clause(tbl, clause, user)
-    tq.check_attrs(tbl, node, set().union(*(r.keys() for r in rows)))
-    ev = tq.Evaluator(tbl, now=NOW)
-    key = "jid" if table == "jobs" else "tid"
-    return [(r["jid"], r[key]) if table == "tasks" else r["jid"] for r in rows if ev.matches(node, r)]
-
-
-# -- search clauses (§5) ---------------------------------------------------------------------------
-@pytest.mark.parametrize("clause, expected", [
-    ("", [1, 2, 3]),
-    ("active", [1]),
-    ("ready", [1]),
-    ("blocked", [3]),
-    ("error", [3]),
-    ("done", [2]),                       # done = numdone=numtasks (attribute vs attribute)
-    ("mine", [1, 3]),                    # owner = $USER
-    ("user=bob", [2]),                   # user is a synonym of owner
-    ("Job.owner=ann and not done", [1, 3]),
-    ("owner=ann or owner=bob", [1, 2, 3]),
-    ("not (active or error)", [2]),
-    ("priority >= 75", [1, 3]),
-    ("pri < 75", [2]),
-    ("jid != 2", [1, 3]),
-    ("jid <> 2", [1, 3]),
-    ("jid in [1 3]", [1, 3]),
-    ("owner=[bob]", [2]),
-    ("title like ^r3", [3]),
-    ("title like 'shot|comp'", [1, 2]),
-    ("title not like ^r3", [1, 2]),
-    ('title="shot 10"', [1]),
-    ("spooltime < -1d", [2]),            # relative time: older than a day
-    ("spooled > -10m", [3]),
-    ("paused", [2]),
-    ("not paused and mine", [1, 3]),
-    ("ACTIVE OR done", [1, 2]),          # keywords and aliases are case-insensitive
-    ("!done", [1, 3]),
+# -- search clauses (§5): tq checks the syntax, the engine evaluates (test_tractorselect.py) --------------
+@pytest.mark.parametrize("clause", [
+    "", "active", "Job.owner=ann and not done", "jid in [1 3]", "title not like ^r3", 'title="shot 10"',
+    "spooltime < -1d", "!done", "(a=1 or b=2) and not c", "pausetime = NULL",
 ])
-def test_job_clauses(clause, expected):
-    assert select("jobs", clause, JOBS) == expected
-
-
-@pytest.mark.parametrize("clause, expected", [
-    ("active", [(1, 2), (2, 1)]),
-    ("done", [(1, 1)]),
-    ("error", [(3, 1)]),
-    ("ready or blocked", []),
-    ("state=active and mine", [(1, 2)]),
-    ("Task.state=active and Job.owner=bob", [(2, 1)]),
-    ("blade like ^b", [(1, 1), (1, 2), (2, 1)]),
-    ("blade=''", [(3, 1)]),
-])
-def test_task_clauses(clause, expected):
-    assert select("tasks", clause, TASKS) == expected
+def test_good_clauses_parse(clause):
+    tq.parse_clause(clause)
 
 
 @pytest.mark.parametrize("clause", [
-    "owner=", "(active", "active and", "and", "owner = [a", "title like '('", "x @ y",
+    "owner=", "(active", "active and", "and", "owner = [a", "x @ y", "a=1 b=2",
 ])
 def test_bad_clauses(clause):
     with pytest.raises(UsageError):
-        select("jobs", clause, JOBS)
+        tq.parse_clause(clause)
 
 
-def test_unknown_attribute():
-    with pytest.raises(UsageError, match="unknown job attribute 'nosuch'"):
-        select("jobs", "nosuch=1", JOBS)
+def test_tractorselect_call_quotes_like_the_shipped_client():
+    call = tq.tractorselect_call(tq.TABLES["jobs"], "title='it''s'", ["Job.jid", "Job.owner"], ["-Job.jid"],
+                                 2500, False)
+    assert call == "tractorselect('job', 'title=''it''''s''', 'Job.jid,Job.owner', '-Job.jid', 2500, 'f', '')"
+    name, args = query.parse_call(call)
+    assert name == "tractorselect"
+    assert args == ["job", "title='it''s'", "Job.jid,Job.owner", "-Job.jid", 2500, "f", ""]
+    assert query.parse_call(tq.tractorselect_call(tq.TABLES["tasks"], "", [], [], 0, True))[1][4:6] == [0, "t"]
+
+
+def test_select_sql_quotes_values_and_checks_names():
+    columns = query.static_columns()
+    select = query.build_select("task", "title=\"x' OR 'a'='a\" and user=ann", "jid,tid,user", "-Job.priority",
+                                10, False, "ann", columns)
+    assert select.names == ["jid", "tid", "owner"]
+    assert "'x'' OR ''a''=''a'" in select.sql and " LIMIT 10" in select.sql
+    assert '"job"."deletetime" IS NULL' in select.sql and 'LEFT JOIN "job"' in select.sql
+    for bad in (("job", "nosuch=1", ""), ("job", "", "jid;drop"), ("job", "Blade.name=x", ""), ("nosuch", "", "")):
+        with pytest.raises(query.QueryError):
+            query.build_select(*bad, "", 0, False, "ann", columns)
 
 
 def test_relative_and_absolute_times():
@@ -124,6 +81,13 @@ def test_default_columns():
     assert names(tq.select_columns(tq.TABLES["blades"], None)) == [
         "name", "port", "profile", "load", "availdisk", "availmem", "starttime", "nimby"]
     assert names(tq.select_columns(tq.TABLES["params"], None)) == ["name", "value"]
+    assert names(tq.select_columns(tq.TABLES["invocations"], None)) == [
+        "jid", "tid", "cid", "iid", "blade", "starttime", "stoptime", "rcode", "argv"]  # §5
+    assert names(tq.select_columns(tq.TABLES["commands"], None)) == ["jid", "tid", "cid", "argv"]
+    # what tractorselect is asked for, and the row key each column reads
+    tasks = tq.select_columns(tq.TABLES["tasks"], None)
+    assert [(c.attr, c.key) for c in tasks if c.name in ("user", "blade")] == [
+        ("Job.owner", "owner"), ("Invocation.bladeid", "bladeid")]
 
 
 def test_job_header_and_separator():
@@ -141,8 +105,12 @@ def test_cols_add_remove_replace_width():
     assert "user" not in names(tq.select_columns(table, "-owner"))   # synonym removal
     assert names(tq.select_columns(table, "jid,title")) == ["jid", "title"]
     assert tq.select_columns(table, "title=12")[0].width == 12
-    # any attribute the engine returns can be a column
-    assert names(tq.select_columns(table, "jid,spoolhost", {"spoolhost"})) == ["jid", "spoolhost"]
+    # any attribute of the table can be a column, bare, synonym or qualified
+    cols = tq.select_columns(table, "jid,spoolhost,cwd,Job.maxtid")
+    assert [(c.name, c.attr, c.key) for c in cols][1:] == [
+        ("spoolhost", "Job.spoolhost", "spoolhost"), ("cwd", "Job.spoolcwd", "spoolcwd"),
+        ("job.maxtid", "Job.maxtid", "maxtid")]
+    assert tq.select_columns(tq.TABLES["tasks"], "activetime")[0].kind == "time"
     with pytest.raises(UsageError):
         tq.select_columns(table, "jid,nosuch")
 
@@ -166,6 +134,12 @@ def test_format_row_zeros_times_and_delimiter():
     assert plain == "1,ann,shot 10"
     raw = tq.format_row(tq.select_columns(tq.TABLES["jobs"], "spooled"), row, tq.FormatOptions(raw=True))
     assert raw == str(int(row["spooltime"]))
+    # tractorselect sends ISO 8601 times (PROTOCOL.md)
+    iso = dict(row, spooltime="2023-11-14T22:13:20+00:00")
+    spooled = tq.select_columns(tq.TABLES["jobs"], "spooled")
+    assert tq.format_row(spooled, iso, tq.FormatOptions(raw=True)) == "1700000000"
+    assert tq.format_row(spooled, iso, tq.FormatOptions()) == time.strftime("%m/%d|%H:%M", time.localtime(NOW))
+    assert tq.format_row(spooled, dict(row, spooltime=None), tq.FormatOptions()) == ""
 
 
 def test_argv_column_quotes():
@@ -173,11 +147,15 @@ def test_argv_column_quotes():
     assert tq.format_row(cols, {"argv": ["echo", "a b"]}, tq.FormatOptions()) == "echo 'a b'"
 
 
-def test_sort():
+def test_sort_spec():
     table = tq.TABLES["jobs"]
-    assert [r["jid"] for r in tq.sort_rows(table, JOBS, None)] == [1, 2, 3]
-    assert [r["jid"] for r in tq.sort_rows(table, JOBS, "-pri")] == [1, 3, 2]
-    assert [r["jid"] for r in tq.sort_rows(table, JOBS, "user,-jid")] == [3, 1, 2]
+    assert tq.sort_spec(table, None) == ["Job.jid"]
+    assert tq.sort_spec(table, "-pri") == ["-Job.priority"]
+    assert tq.sort_spec(table, "user,-jid") == ["Job.owner", "-Job.jid"]
+    assert tq.sort_spec(tq.TABLES["tasks"], None) == ["Task.jid", "Task.tid"]
+    assert tq.sort_spec(tq.TABLES["tasks"], "-user") == ["-Job.owner"]
+    with pytest.raises(UsageError):
+        tq.sort_spec(table, "nosuch")
 
 
 # -- option parsing (§5) ---------------------------------------------------------------------------

@@ -135,7 +135,10 @@ def upgrade_round(round_farm):
 
 
 def serving(site):
+    """The emulator-only introspection body (pid, schema-version, ...) of a healthy engine."""
     status, _, reply = EngineProc(site, None).call("ctrl?q=status", timeout=10)
+    assert status == 200, reply
+    status, _, reply = EngineProc(site, None).call("emulator?q=status", timeout=10)
     assert status == 200, reply
     return reply
 
