@@ -466,8 +466,10 @@ def fixes_section(r: dict) -> list[str]:
         " lies inside the downtime.",
         "* **Polling** (`plugins/modules/tractor_engine.py`): health and exit waits look every 0.1 s (0.25 s"
         " through a service manager) instead of 0.5 s.",
-        "* **retry_active** (downgrade step 2) reads the active count from `ctrl?q=status` instead of listing"
-        " every task of the queue.",
+        "* **retry_active** (downgrade step 2) read the active count from `ctrl?q=status` instead of listing"
+        " every task of the queue. Since replaced: no field of `ctrl?q=status` but `rc` is documented, so step 2"
+        " now lists the active tasks through `db?q=tractorselect` and waits until their commands have ended on"
+        " their blades (docs/engine-interfaces.md); the downgrade timings above predate that wait.",
         "",
         "Fixed in this run's commit (the before/after above is measured against the baseline commit):",
         "",

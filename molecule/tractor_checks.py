@@ -40,6 +40,16 @@ _GET = ("import json, sys, urllib.request\n"
         "    print(json.dumps({'status': reply.status, 'server': reply.headers.get('Server'), 'body': json.loads(reply.read())}))\n"
         "except Exception as exc:\n"
         "    print(json.dumps({'status': None, 'error': str(exc)}))\n")
+# db?q=tractorselect(...) after a login, as tq sends it (fact sheet 6.6): argv = base URL, table, clause, cols
+_SELECT = ("import json, sys, urllib.parse, urllib.request\n"
+           "base, table, clause, cols = sys.argv[1:5]\n"
+           "get = lambda q: json.load(urllib.request.urlopen(base + q, timeout=10))\n"
+           "tsid = get('monitor?q=login&user=root')['tsid']\n"
+           "query = \"tractorselect('%s', '%s', '%s', '', 0, 'f', '')\" % (table, clause.replace(\"'\", \"''\"), cols)\n"
+           "print(json.dumps(get('db?q=%s&tsid=%s' % (urllib.parse.quote(query), tsid))))\n")
+# The same columns as molecule/backup_restore/disaster.yml records.
+JOB_COLS = "Job.jid,Job.title,Job.owner,Job.numtasks,Job.numdone,Job.pausetime,Job.spooltime"
+TASK_COLS = "Task.jid,Task.tid,Task.title,Task.state"
 
 
 class Engine:
@@ -57,15 +67,29 @@ class Engine:
         return json.loads(self.host.check_output("python3 -c %s %s", _GET, url))
 
     def status(self) -> dict:
+        """A healthy ctrl?q=status, then the emulator's own introspection (version, pid, starttime,
+        schema-version: emulator?q=status, a test hook that the collection never uses)."""
         reply = self.get("ctrl?q=status")
         assert reply["status"] == 200, f"{self.host.backend.hostname} {self.address}: engine does not answer: {reply}"
-        return reply["body"]
+        inside = self.get("emulator?q=status")
+        assert inside["status"] == 200, inside
+        return inside["body"]
+
+    def select(self, table: str, clause: str, cols: str) -> list[dict]:
+        reply = json.loads(self.host.check_output("python3 -c %s %s %s %s %s", _SELECT,
+                                                  f"http://{self.address}/Tractor/", table, clause, cols))
+        assert reply["rc"] == 0, reply
+        return reply["rows"]
 
     def jobs(self) -> list[dict]:
-        return self.get("monitor?q=jobs")["body"]["jobs"]
+        return self.select("job", "", JOB_COLS)
 
     def tasks(self, jid: int) -> list[dict]:
-        return self.get(f"monitor?q=tasks&jid={jid}")["body"]["tasks"]
+        return self.select("task", f"jid={jid}", TASK_COLS)
+
+    def params_api(self) -> dict:
+        """The param rows through the engine (tq params)."""
+        return {row["name"]: row["value"] for row in self.select("param", "", "Param.name,Param.value")}
 
     def job(self, title_prefix: str) -> dict:
         found = [j for j in self.jobs() if j["title"].startswith(title_prefix)]

@@ -35,7 +35,7 @@ def test_job_table_identical(host, engine):
 
 def test_jidcounter_and_schema_identical(host, engine):
     saved = before(host)["params"]
-    now = engine.get("monitor?q=params")["body"]["params"]
+    now = engine.params_api()
     for key in ("jidcounter", "schema-version"):
         assert now.get(key) == saved.get(key), key
 
