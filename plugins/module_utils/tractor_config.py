@@ -125,6 +125,16 @@ class SiteConfig(object):
             return host, int(port)
         return '', int(value)
 
+    def client_address(self, override=None):
+        """host:port a client on this host connects to: the override (the engine option), else the
+        ListenerPort's interface, with a wildcard listener (all interfaces) reached at localhost."""
+        if override:
+            return override
+        host, port = self.listener
+        if host in ('', '0.0.0.0', '*', '::', '[::]'):
+            host = 'localhost'
+        return '%s:%d' % (host, port)
+
     @property
     def cmd_logs_dir(self):
         return os.path.join(self.data_dir, 'cmd-logs')

@@ -28,6 +28,8 @@ from urllib.parse import urlencode
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import build_of
+
 SERVER_HEADER_RE = re.compile(r'Pixar_Tractor/(\d+\.\d+)\s*\((.*)\)', re.I)
 # The Dashboard's "pause all dispatching" switch: its real request is undocumented. This is the
 # emulator's URL; opt in with dispatch_method=engine_switch only where the engine answers it.
@@ -100,11 +102,7 @@ def parse_server_header(value):
     match = SERVER_HEADER_RE.search(value or '')
     if not match:
         return None, None
-    build = None
-    for word in match.group(2).split():
-        if word.isdigit() and len(word) >= 6:
-            build = word
-    return match.group(1), build
+    return match.group(1), build_of(match.group(2))
 
 
 class EngineClient(object):

@@ -30,16 +30,18 @@ def version_of_install_dir(install_dir):
     return None
 
 
+def build_of(details):
+    """The build number in a banner's parenthesis ('Aug 17 2020 05:39:38 2091325 linux-...'), or None."""
+    builds = [word for word in (details or '').split() if word.isdigit() and len(word) >= 6]
+    return builds[-1] if builds else None
+
+
 def parse_banner(text):
     """(version, build) from a 'Tractor X.Y (... build ...)' banner, or (None, None)."""
     match = BANNER_RE.search(text or '')
     if not match:
         return None, None
-    build = None
-    for word in match.group(2).split():
-        if word.isdigit() and len(word) >= 6:
-            build = word
-    return match.group(1), build
+    return match.group(1), build_of(match.group(2))
 
 
 def install_version(install_dir, requested=None):

@@ -564,12 +564,7 @@ class TractorDb(object):
         return rc == 0
 
     def engine_address(self):
-        if self.params.get('engine'):
-            return self.params['engine']
-        host, port = self.tm.config.listener
-        if host in ('', '0.0.0.0', '*', '::'):
-            host = 'localhost'
-        return '%s:%d' % (host, port)
+        return self.tm.config.client_address(self.params.get('engine'))
 
     def probe_engine(self):
         """Is anything listening on the engine's port, and does it answer as a Tractor engine?"""

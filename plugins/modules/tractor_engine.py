@@ -788,10 +788,7 @@ class EngineManager(object):
                              paused_jobs=[], paused_now=[], resumed_now=[], confirmed=None, state_file=None)
         self.config = tm.config
         self.data_dir = self.config.data_dir
-        host, port = self.config.listener
-        if host in ('', '0.0.0.0', '*', '::'):
-            host = 'localhost'
-        self.address = self.p['engine'] or '%s:%d' % (host, port)
+        self.address = self.config.client_address(self.p['engine'])
         self.dispatch['state_file'] = self.p['paused_jobs_file'] or os.path.join(self.data_dir, PAUSED_JOBS_FILE)
         self.service_name = self.p['service_name']
         self.unit = self.service_name if self.service_name.endswith('.service') else self.service_name + '.service'

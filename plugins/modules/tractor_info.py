@@ -184,7 +184,10 @@ machine:
   type: dict
   sample: {"hostname": "farm1", "id": "4c4c4544004d3510804bb4c04f333233"}
 address:
-  description: The engine's URL API address as C(host:port) (O(engine), else localhost and C(ListenerPort)).
+  description:
+    - The engine's URL API address as C(host:port), the one every module of the collection connects to.
+    - O(engine), else the interface and port of C(ListenerPort); a listener on all interfaces
+      (C(0.0.0.0), C(*), C(::) or a bare port) is reached at C(localhost).
   returned: always
   type: str
   sample: localhost:80
@@ -392,7 +395,7 @@ def main():
                       size=directory_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
         engine_owner=owner,
         machine=machine_identity(),
-        address=params['engine'] or '%s:%d' % (listen_host or 'localhost', listen_port),
+        address=config.client_address(params['engine']),
     )
 
 

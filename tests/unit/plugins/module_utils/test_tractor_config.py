@@ -164,6 +164,16 @@ def test_listener(dirs, value, expected):
     assert cfg.listener == expected
 
 
+@pytest.mark.parametrize("value, expected", [
+    (80, "localhost:80"), ("0.0.0.0:8181", "localhost:8181"), ("*:8181", "localhost:8181"),
+    ("[::]:8181", "localhost:8181"), ("10.1.2.3:8181", "10.1.2.3:8181"), ("render01:80", "render01:80")])
+def test_client_address_is_what_a_client_on_this_host_connects_to(dirs, value, expected):
+    """One rule for every module: a wildcard listener is reached at localhost."""
+    cfg = config(dirs, tractor='{"ListenerPort": %r}' % (value,))
+    assert cfg.client_address() == expected
+    assert cfg.client_address("engine.example:8080") == "engine.example:8080"
+
+
 def test_planned_site_config_replaces_the_site_files(dirs):
     install, site = dirs
     (site / "tractor.config").write_text('{"ListenerPort": 8181, "EngineOwner": "render"}')
