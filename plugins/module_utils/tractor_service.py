@@ -94,12 +94,15 @@ def show_runs(show_text, install_dir):
     return bool(re.search(re.escape(binary) + r'(?![A-Za-z0-9_.-])', show_text or ''))
 
 
-def sysv_install_variable(script_text, settings_path):
-    """The variable an init script takes the install from, or ServiceError saying why it cannot be steered."""
+def sysv_install_variable(script_text, settings_path, install_dir=None):
+    """The variable an init script takes the install from; None when it names install_dir itself
+    (nothing to change); ServiceError saying why it cannot be steered."""
     refs = engine_refs('\n'.join(line for line in (script_text or '').splitlines()
                                  if not line.lstrip().startswith('#')))
     variables = sorted(set(var for _prefix, var in refs if var))
     literals = sorted(set(prefix for prefix, var in refs if not var))
+    if literals and not variables and install_dir and literals == [install_dir.rstrip('/')]:
+        return None
     if literals:
         raise ServiceError('the init script runs %s/bin/tractor-engine itself, so it always starts that install'
                            % literals[0])

@@ -1040,9 +1040,11 @@ class EngineManager(object):
     def select_install_sysv(self):
         script = self.read_text(self.init_script)
         try:
-            variable = sysv_install_variable(script, self.settings_path)
+            variable = sysv_install_variable(script, self.settings_path, self.tm.install_dir)
         except ServiceError as exc:
             self.cannot_steer(str(exc))
+        if variable is None:
+            return False        # the script runs this install by its path
         install = self.tm.install_dir
         if UNSAFE_SETTING_RE.search(install):
             self.tm.fail('%s=%r cannot be written to %s: a shell sources that file and would expand or split it; '

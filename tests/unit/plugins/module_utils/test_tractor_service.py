@@ -64,8 +64,11 @@ def test_sysv_install_variable():
     # a comment naming a path is not what the script runs
     assert ts.sysv_install_variable("# /opt/pixar/Tractor-2.2/bin/tractor-engine\n" + script, "/etc/sysconfig/pixar") \
         == "TRACTOR_INSTALL_DIR"
+    hard_coded = script.replace("$TRACTOR_INSTALL_DIR", "/opt/pixar/Tractor-2.2")
     with pytest.raises(ts.ServiceError, match="runs /opt/pixar/Tractor-2.2/bin/tractor-engine itself"):
-        ts.sysv_install_variable(script.replace("$TRACTOR_INSTALL_DIR", "/opt/pixar/Tractor-2.2"), "/etc/sysconfig/pixar")
+        ts.sysv_install_variable(hard_coded, "/etc/sysconfig/pixar", "/opt/pixar/Tractor-2.4")
+    # it already starts the install wanted: nothing to change
+    assert ts.sysv_install_variable(hard_coded, "/etc/sysconfig/pixar", "/opt/pixar/Tractor-2.2/") is None
     with pytest.raises(ts.ServiceError, match="does not mention /etc/sysconfig/tractor-settings"):
         ts.sysv_install_variable(script, "/etc/sysconfig/tractor-settings")
     assert ts.sysv_install_variable(script, "/srv/site/pixar") == "TRACTOR_INSTALL_DIR"   # the same file name
