@@ -407,7 +407,6 @@ import errno
 import json
 import os
 import pwd
-import re
 import socket
 import zlib
 
