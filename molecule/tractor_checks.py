@@ -9,6 +9,7 @@ test imports it with `import tractor_checks`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 
@@ -30,9 +31,10 @@ def exec_start(host) -> str:
 
 
 def starts_install(host, version: str) -> bool:
-    """systemd would start <prefix>/Tractor-<version>/bin/tractor-engine, and no other install."""
-    runs = exec_start(host)
-    return f"{PREFIX}/Tractor-{version}/bin/tractor-engine" in runs and runs.count("/bin/tractor-engine") == 1
+    """systemd would start <prefix>/Tractor-<version>/bin/tractor-engine, and no other install
+    (the show output names the binary in path= and in argv[]=)."""
+    named = set(re.findall(r"([^\s\"'=]*)/bin/tractor-engine", exec_start(host)))
+    return named == {f"{PREFIX}/Tractor-{version}"}
 
 _GET = ("import json, sys, urllib.request\n"
         "try:\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from tractor_checks import STATE_CONVERGED, STATE_PREPARED, Engine, exec_start, starts_install
+from tractor_checks import INSTALL_DROPIN, STATE_CONVERGED, STATE_PREPARED, Engine, exec_start
 
 
 def production(host) -> Engine:
@@ -36,7 +36,8 @@ def test_production_2_2_untouched_under_systemd(host):
     settings = host.file("/etc/sysconfig/tractor-engine").content_string
     assert re.search(r"^TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2\.2$", settings, re.M), settings
     assert re.search(r"^TRACTOR_CONFIG_DIR=/opt/pixar/config$", settings, re.M), settings
-    assert starts_install(host, "2.2"), exec_start(host)
+    # the module never pointed production's unit anywhere: no drop-in, the unit's own ExecStart
+    assert not host.file(INSTALL_DROPIN).exists, exec_start(host)
 
 
 def test_staging_2_4_beside_it_with_its_own_everything(host):
