@@ -101,7 +101,9 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
 def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     farm.add("prod", site, "2.2")
     engine = farm.start("prod", "2.2")
-    site.start_blade("2.2", "blade")
+    # A blade that hears from its engine every 5 s, longer than ansible takes from step 2 to
+    # step 3: only a step 2 that waits for the kill lets it kill the command before step 3.
+    site.start_blade("2.2", "blade", "--poll", "5")
     kept = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["echo", "kept"]}]})
     wait_done(engine, kept)
     farm.play("upgrade", upgrade_version="2.4")  # takes the backup (made with 2.2)
