@@ -38,12 +38,60 @@ def install_dir_for(version, prefix=DEFAULT_PREFIX):
     return os.path.join(prefix, 'Tractor-%s' % version)
 
 
+def comment_start(line):
+    """Index of the '#' that starts a comment in one line of bytes (outside '...' and "..."), or None."""
+    quote = None
+    index = 0
+    while index < len(line):
+        char = line[index:index + 1]
+        if quote:
+            if char == b'\\':
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in (b'"', b"'"):
+            quote = char
+        elif char == b'#':
+            return index
+        index += 1
+    return None
+
+
+def decode_config(path, data):
+    """The text of a config file read as bytes.
+
+    dbctl reads tractor.config and db.config with ``ast.literal_eval`` (fact sheet 2.1); the
+    Python 2.7 of Tractor's installs accepts any byte there (a Latin-1 letter in a comment of a
+    hand-edited file is common). A byte that is not UTF-8 in a comment is therefore accepted (the
+    comment is dropped anyway); one inside a value is an error that names the file and line.
+    """
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for number, line in enumerate(data.split(b'\n'), 1):
+        try:
+            lines.append(line.decode('utf-8'))
+            continue
+        except UnicodeDecodeError as exc:
+            bad = exc.start
+        hash_at = comment_start(line)
+        if hash_at is None or bad < hash_at:
+            raise TractorConfigError(
+                '%s line %d: byte 0x%02x (column %d) is not UTF-8 and stands inside a value, not in a comment; '
+                'save the file as UTF-8' % (path, number, line[bad], bad + 1))
+        lines.append(line[:hash_at].decode('utf-8') + '#')
+    return '\n'.join(lines)
+
+
 def load_literal(path):
     try:
-        with open(path) as handle:
-            text = handle.read()
+        with open(path, 'rb') as handle:
+            data = handle.read()
     except (IOError, OSError) as exc:
         raise TractorConfigError('cannot read %s: %s' % (path, exc))
+    text = decode_config(path, data)
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as exc:

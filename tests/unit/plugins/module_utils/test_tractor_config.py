@@ -136,6 +136,25 @@ def test_not_a_dict(dirs):
         config(dirs, tractor='["EngineOwner"]')
 
 
+def test_latin1_in_a_comment_is_accepted_as_tractors_python_2_7_does(tmp_path):
+    """A hand-edited comment in Latin-1 (byte 0xe9): Python 2.7's ast.literal_eval accepts it."""
+    path = tmp_path / "tractor.config"
+    path.write_bytes(b'{\n    # r\xe9glages du site\n    "EngineOwner": "tractor",  # caf\xe9\n    "Note": "a # b",\n}\n')
+    assert load_literal(str(path)) == {"EngineOwner": "tractor", "Note": "a # b"}
+    path.write_bytes('{"Note": "caf\u00e9"}  # caf\u00e9\n'.encode("utf-8"))
+    assert load_literal(str(path)) == {"Note": "caf\u00e9"}
+
+
+@pytest.mark.parametrize("line", [b'    "Note": "caf\xe9",', b"    'Note': 'x # caf\xe9',"])
+def test_latin1_inside_a_value_names_the_file_and_line(tmp_path, line):
+    path = tmp_path / "tractor.config"
+    path.write_bytes(b"{\n    # fine\n" + line + b"\n}\n")
+    with pytest.raises(TractorConfigError) as info:
+        load_literal(str(path))
+    assert str(info.value).startswith("%s line 3: byte 0xe9 (column " % path)
+    assert "save the file as UTF-8" in str(info.value)
+
+
 def test_unreadable_file(tmp_path):
     with pytest.raises(TractorConfigError, match="cannot read"):
         load_literal(str(tmp_path / "nope.config"))
