@@ -73,16 +73,19 @@ def decode_config(path, data):
     for number, line in enumerate(data.split(b'\n'), 1):
         try:
             lines.append(line.decode('utf-8'))
-            continue
         except UnicodeDecodeError as exc:
-            bad = exc.start
-        hash_at = comment_start(line)
-        if hash_at is None or bad < hash_at:
-            raise TractorConfigError(
-                '%s line %d: byte 0x%02x (column %d) is not UTF-8 and stands inside a value, not in a comment; '
-                'save the file as UTF-8' % (path, number, line[bad], bad + 1))
-        lines.append(line[:hash_at].decode('utf-8') + '#')
+            lines.append(without_comment(path, number, line, exc.start))
     return '\n'.join(lines)
+
+
+def without_comment(path, number, line, bad):
+    """A line whose byte at `bad` is not UTF-8, decoded up to its comment; an error when the byte is in a value."""
+    hash_at = comment_start(line)
+    if hash_at is None or bad < hash_at:
+        raise TractorConfigError(
+            '%s line %d: byte 0x%02x (column %d) is not UTF-8 and stands inside a value, not in a comment; '
+            'save the file as UTF-8' % (path, number, line[bad], bad + 1))
+    return line[:hash_at].decode('utf-8') + '#'
 
 
 def load_literal(path):
