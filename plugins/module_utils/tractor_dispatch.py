@@ -138,7 +138,9 @@ class Dispatch(object):
 
     # -- step 1 ------------------------------------------------------------------------------
     def pause(self):
-        """Pause every unfinished job that is not paused; returns (paused_now, confirmed).
+        """Pause every unfinished job that is not paused; returns (paused_now, confirmed, live jids).
+
+        The live jids are those of the last listing, so that the caller needs no listing of its own.
 
         Repeats list-then-pause until a listing shows every unfinished job paused (confirmed), or
         fails after confirm_timeout.  In check mode (record() False) the first listing is the plan.
@@ -149,10 +151,12 @@ class Dispatch(object):
         rounds = 0
         while True:
             rounds += 1
-            targets = sorted(job['jid'] for job in self.jobs() if job['unfinished'] and not job['paused'])
+            jobs = self.jobs()
+            live = set(job['jid'] for job in jobs)
+            targets = sorted(job['jid'] for job in jobs if job['unfinished'] and not job['paused'])
             if not targets:
                 self._note(started, 'every unfinished job reads back as paused')
-                return paused_now, True
+                return sorted(paused_now), True, live
             sent = False
             for jid in targets:
                 if self.record('queue?q=jattr&jid=%d&set_pause=1' % jid):
@@ -161,7 +165,7 @@ class Dispatch(object):
                 if jid not in paused_now:
                     paused_now.append(jid)
             if not sent:
-                return sorted(paused_now), False   # check mode: nothing sent, nothing to read back
+                return sorted(paused_now), False, live   # check mode: nothing sent, nothing to read back
             self._note(started, 'paused %d job(s): %s' % (len(targets), ', '.join(str(j) for j in targets)))
             if self.clock() >= deadline:
                 raise DispatchError(
@@ -177,6 +181,7 @@ class Dispatch(object):
         started = self.clock()
         wanted = set(jids)
         resumed = []
+        sent = False
         for job in self.jobs():
             if job['jid'] in wanted and job['paused']:
                 if self.record('queue?q=jattr&jid=%d&set_pause=0' % job['jid']):
@@ -185,8 +190,9 @@ class Dispatch(object):
                     except EngineRefused as exc:   # e.g. deleted meanwhile: the others still resume
                         self.warnings.append('job %d could not be unpaused: %s' % (job['jid'], exc))
                         continue
+                    sent = True
                 resumed.append(job['jid'])
-        if not resumed or not self.record('read back the unpaused jobs'):
+        if not sent:    # nothing resumed, or check mode: nothing to read back
             return sorted(resumed)
         deadline = started + self.confirm_timeout
         while True:

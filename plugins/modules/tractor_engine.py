@@ -1289,15 +1289,6 @@ class EngineManager(object):
                     written_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
         self.write_file(self.dispatch['state_file'], json.dumps(data, indent=2, sort_keys=True) + '\n', 0o644)
 
-    def engine_call(self, what, func, *args):
-        """Run one exchange with the engine; any failure or unrecognised reply fails the task."""
-        try:
-            return func(*args)
-        except (EngineUnavailable, EngineRefused, ReplyUnrecognised) as exc:
-            reply = getattr(exc, 'reply', None)
-            self.tm.fail('%s failed: %s. Nothing more was changed; the engine is left as it is' % (what, exc),
-                         reply=reply, dispatching=self.dispatch, progress=self.progress)
-
     def dispatcher(self):
         client = self.client(timeout=max(PROBE_TIMEOUT, min(30, self.p['timeout'])))
         return Dispatch(client, self.tm.record, self.p['confirm_timeout'], poll=CONFIRM_POLL)
@@ -1327,7 +1318,7 @@ class EngineManager(object):
         dispatch = self.dispatcher()
         if self.p['dispatch_method'] == 'engine_switch':
             # INVENTED request (fact sheet 6.4): only used when the user opts in with engine_switch.
-            current = self.engine_call(DISPATCH_STATE_QUERY, dispatch.client.dispatch_switch)
+            current = self.confirmed(dispatch, DISPATCH_STATE_QUERY, dispatch.client.dispatch_switch)
             self.dispatch['engine_paused'] = self.dispatch['engine_paused_before'] = current
             if current != pause and self.tm.record(DISPATCH_SWITCH_QUERY % (1 if pause else 0)):
                 try:
@@ -1345,9 +1336,7 @@ class EngineManager(object):
             return
         recorded = self.read_paused_jobs()
         if pause:
-            paused_now, confirmed = self.confirmed(dispatch, 'pause the unfinished jobs', dispatch.pause)
-            live = set(job['jid'] for job in self.confirmed(dispatch, 'list the jobs', dispatch.jobs)) \
-                if recorded else set()
+            paused_now, confirmed, live = self.confirmed(dispatch, 'pause the unfinished jobs', dispatch.pause)
             new = sorted(set(jid for jid in (recorded or []) if jid in live) | set(paused_now))
             self.dispatch.update(paused_now=paused_now, paused_jobs=new, confirmed=confirmed)
             if recorded is None or new != recorded:

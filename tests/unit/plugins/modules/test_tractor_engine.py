@@ -890,8 +890,11 @@ def test_job_pause_and_resume(env):
     env.engine.add_job(5)
     env.engine.jobs[2]["pausetime"] = None              # a user resumed one of ours
     del env.engine.jobs[1]                              # and deleted another
+    listings = len(env.engine.selects("job"))
     result = env.ok(**pause)
     assert result["changed"] and result["dispatching"]["paused_now"] == [2, 5]
+    # one listing to pause, one to read back (which also tells which recorded jobs still exist)
+    assert len(env.engine.selects("job")) - listings == 2
     assert json.load(open(env.state_file))["paused_jobs"] == [2, 5]
 
     resume = env.args("2.2", dispatching="running")
@@ -900,6 +903,9 @@ def test_job_pause_and_resume(env):
     calls = len(env.engine.requests("queue", "jattr"))
     result = env.ok(**resume)
     assert result["changed"] and result["dispatching"]["resumed_now"] == [2, 5]
+    # reading the resume back is no change: only the requests that changed something are listed
+    assert result["commands"] == ["queue?q=jattr&jid=2&set_pause=0", "queue?q=jattr&jid=5&set_pause=0",
+                                  "remove %s" % env.state_file]
     assert [(p["jid"], p["set_pause"]) for p in env.engine.requests("queue", "jattr")[calls:]] == [(2, 0), (5, 0)]
     assert env.engine.jobs[3]["pausetime"]             # the user's pause stays
     assert not os.path.exists(env.state_file)
