@@ -389,8 +389,11 @@ def section_overhead(cfg: dict, collections_before: Path | None) -> dict:
     def playbook(verify: str, collections: Path | None, tag: str) -> tuple[float, dict]:
         setup()
         timings = B.WORLD / "timings" / f"downgrade-{tag}.json"
+        # downgrade_restore=always: the script restores, so the playbook must do the same steps (by
+        # default it keeps a database whose schema is the backup's, as 2.4's is 2.2's)
         seconds = B.playbook("downgrade.yml", inventory,
-                             {"downgrade_version": B.OLD, "downgrade_backup": str(archive), "downgrade_verify": verify},
+                             {"downgrade_version": B.OLD, "downgrade_backup": str(archive), "downgrade_verify": verify,
+                              "downgrade_restore": "always"},
                              collections=collections, timings=timings)
         check()
         return seconds, json.loads(timings.read_text())

@@ -6,7 +6,8 @@
 3. brings up a staging 2.4 engine beside it (renderfarm.tractor.staging, staged from the tarball);
 4. backs production up (renderfarm.tractor.backup);
 5. upgrades production to 2.4 (renderfarm.tractor.upgrade);
-6. downgrades it back to 2.2, restoring the backup the upgrade took (renderfarm.tractor.downgrade);
+6. downgrades it back to 2.2 (renderfarm.tractor.downgrade): 2.4 kept the 2.2 schema, so the job
+   database is kept, every job with it (the report says so; downgrade_restore=always restores instead);
 7. shows the reports and the production queue, then stops everything (DEMO_KEEP=1 keeps it running).
 """
 
@@ -105,7 +106,7 @@ def main() -> int:
     banner("5. Upgrade production to 2.4 (renderfarm.tractor.upgrade); the long job keeps running")
     playbook("playbooks/upgrade.yml", inventory, "-e", "tractor_hosts=production", "-e", "upgrade_version=2.4")
 
-    banner("6. Downgrade production back to 2.2, restoring the backup the upgrade took")
+    banner("6. Downgrade production back to 2.2; the schema is unchanged, so the job database is kept")
     backups = sorted(glob.glob(str(WORLD / "backups" / "production" / "*.tgz")), key=os.path.getmtime)
     playbook("playbooks/downgrade.yml", inventory, "-e", "tractor_hosts=production",
              "-e", "tractor_version=2.4", "-e", "downgrade_version=2.2", "-e", f"downgrade_backup={backups[-1]}")

@@ -171,7 +171,8 @@ def serving_version(site):
 
 
 def wait_done(engine, jid, timeout=90):
-    return engine.wait_tasks(jid, lambda ts: ts and all(t["state"] == "done" for t in ts), timeout=timeout)
+    return engine.wait_tasks(jid, lambda ts: ts and all(t["state"] == "done" for t in ts), timeout=timeout,
+                             retrycount=False)  # any version: 2.1 has no Task.retrycount
 
 
 def tree_digest(*roots) -> dict:

@@ -233,20 +233,21 @@ class EngineProc:
         assert status == 200 and reply["rc"] == 0, reply
         return reply["jid"]
 
-    def tasks(self, jid: int) -> list[dict]:
-        """The job's tasks through tractorselect, each with ``blade`` (its current invocation's)."""
+    def tasks(self, jid: int, retrycount: bool = True) -> list[dict]:
+        """The job's tasks through tractorselect, each with ``blade`` (its current invocation's).
+        ``retrycount`` false leaves out that column, which 2.1's schema does not have."""
         rows = self.select("task", f"jid={int(jid)}",
-                           "Task.jid,Task.tid,Task.title,Task.state,Task.statetime,Task.retrycount,"
-                           "Invocation.bladeid", "Task.tid")
+                           "Task.jid,Task.tid,Task.title,Task.state,Task.statetime,"
+                           + ("Task.retrycount," if retrycount else "") + "Invocation.bladeid", "Task.tid")
         for row in rows:
             row["blade"] = row.pop("bladeid", None) or ""
         return rows
 
-    def wait_tasks(self, jid: int, predicate, timeout: float = 60.0) -> list[dict]:
+    def wait_tasks(self, jid: int, predicate, timeout: float = 60.0, retrycount: bool = True) -> list[dict]:
         deadline = time.monotonic() + timeout
         tasks = []
         while time.monotonic() < deadline:
-            tasks = self.tasks(jid)
+            tasks = self.tasks(jid, retrycount)
             if predicate(tasks):
                 return tasks
             time.sleep(0.2)

@@ -10,8 +10,9 @@ Model (after SRC-DBCTL24 as the fact sheet reads it):
 * The steps between versions run in one transaction; a failure rolls all of them back (§1.4).
 
 INVENTED (listed in emulator/README.md): the table changes of each version step.  2.1 -> 2.2 is the
-one-way migration whose cost grows with the number of jobs (§8: it rewrites every job row);
-2.2 -> 2.3 adds columns; 2.3 -> 2.4 changes no table, only the views and functions are rebuilt.
+one-way migration whose cost grows with the number of jobs (§8: it rewrites every job row).
+2.3 and 2.4 change no table (§8: their release notes name no schema change): they keep schema
+version 2.2-4, and only their module checksum makes dbctl rebuild the views and functions.
 """
 
 from __future__ import annotations
@@ -105,13 +106,14 @@ TABLE_STEPS: dict[str, list[Step]] = {
              "ALTER TABLE task ADD COLUMN retrycount integer; "
              "UPDATE task SET retrycount = 0; "
              "ALTER TABLE task ALTER COLUMN retrycount SET DEFAULT 0;"),
-    ],
-    "2.3": [
+        # Named by later docs (fact sheet §4.2, DOC-GLOSS); 2.3 and 2.4 keep the 2.2 schema, so
+        # they belong to the 2.2 one.
         Step("Add job pil and lastnoteid columns",
              "ALTER TABLE job ADD COLUMN pil integer DEFAULT 0, ADD COLUMN lastnoteid integer DEFAULT 0;"),
         Step("Add blade cleartime and gpulabel columns",
              "ALTER TABLE blade ADD COLUMN cleartime timestamptz, ADD COLUMN gpulabel text;"),
     ],
+    "2.3": [],
     "2.4": [],
 }
 
@@ -187,7 +189,7 @@ def build_sql(version: str, archiving: bool) -> str:
 
 
 def version_of_schema(schema_version: str) -> str | None:
-    """The emulated release whose schema-version this is, if any."""
+    """The oldest emulated release with this schema-version (later ones add no table step), if any."""
     for info in versions.VERSIONS.values():
         if info.schema_version == schema_version:
             return info.version

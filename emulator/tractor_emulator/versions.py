@@ -46,14 +46,15 @@ class TractorVersion:
 
 
 # 2.1 b1505289 and 2.3 b1923604 are real build numbers (§0, DOC-RN); their dates and the
-# schema versions of 2.1, 2.3 and 2.4 are INVENTED (§4.3 says they are unknown, §9.5).
+# schema version of 2.1 are INVENTED (§4.3 says it is unknown, §9.5). 2.3 and 2.4 keep 2.2's
+# schema: their release notes name no schema change (§8), so only the module checksum differs.
 VERSIONS: dict[str, TractorVersion] = {
     v.version: v
     for v in (
         TractorVersion("2.1", "1505289", "Sep 21 2015 14:02:11", "2.1-2", "21 Sep 2015 14:03:40"),
         TractorVersion("2.2", "1715407", "Feb 15 2017 11:38:27", "2.2-4", "15 Feb 2017 11:39:02"),
-        TractorVersion("2.3", "1923604", "Jun 12 2019 09:12:55", "2.3-1", "12 Jun 2019 09:13:30"),
-        TractorVersion("2.4", "2091325", "Aug 17 2020 05:39:38", "2.4-1", "17 Aug 2020 05:40:13"),
+        TractorVersion("2.3", "1923604", "Jun 12 2019 09:12:55", "2.2-4", "12 Jun 2019 09:13:30"),
+        TractorVersion("2.4", "2091325", "Aug 17 2020 05:39:38", "2.2-4", "17 Aug 2020 05:40:13"),
     )
 }
 

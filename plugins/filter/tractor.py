@@ -213,6 +213,9 @@ def tractor_report_markdown(report):
         if phases:
             out += ['', '## %s: phases' % e.get('engine'), '', '| phase | seconds |', '|---|---|']
             out += ['| %s | %s |' % (name, _cell(phases[name])) for name in phases]
+        database = e.get('database') or {}
+        if database.get('path'):
+            out += ['', '**%s job database %s:** %s' % (e.get('engine'), database['path'], _cell(database.get('reason')))]
         if e.get('error'):
             out += ['', '**%s failed:** %s' % (e.get('engine'), _cell(e.get('error')))]
     out.append('')

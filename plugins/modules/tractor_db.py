@@ -314,7 +314,7 @@ pending_upgrade:
   description: C(tractor-dbctl --check-upgrade) after a start with O(auto_upgrade=false).
   returned: when O(state=started) and O(auto_upgrade=false) and the database runs
   type: dict
-  sample: {"required": true, "from_version": "2.2-4", "to_version": "2.4-1", "steps": ["Create all views."]}
+  sample: {"required": true, "from_version": "2.1-2", "to_version": "2.2-4", "steps": ["Create all views."]}
 engine:
   description:
     - What listens on the engine's address (O(engine), else C(localhost) and C(ListenerPort)),

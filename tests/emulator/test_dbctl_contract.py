@@ -187,35 +187,46 @@ def test_21_database_upgraded_by_22_then_refused_by_21(site):
         assert "A postgresql server is NOT running" in ok(site.dbctl("2.1", "--status")).stderr  # left stopped
 
 
-def test_23_to_24_only_rebuilds_views_and_functions(site):
-    ok(site.dbctl("2.3", "--start-for-engine"))
-    ok(site.dbctl("2.3", "--stop"))
+def test_22_to_24_keeps_the_schema_and_back_again(site):
+    # §8: the 2.3/2.4 release notes name no schema change; only the module checksum differs (§1.4),
+    # which the real 2.2 start-up log shows as an upgrade "from version 2.2-4 to version 2.2-4".
+    rebuild = ["Applying upgrade 1 of 4: Drop all views.",
+               "Applying upgrade 2 of 4: Drop all functions.",
+               "Applying upgrade 3 of 4: Create all views.",
+               "Applying upgrade 4 of 4: Create all functions."]
+    ok(site.dbctl("2.2", "--start-for-engine"))
+    ok(site.dbctl("2.2", "--stop"))
     proc = ok(site.dbctl("2.4", "--start-for-engine"))
-    assert proc.stderr.splitlines()[1:] == [
-        "Upgrading database schema from version 2.3-1 to version 2.4-1.",
-        "Applying upgrade 1 of 4: Drop all views.",
-        "Applying upgrade 2 of 4: Drop all functions.",
-        "Applying upgrade 3 of 4: Create all views.",
-        "Applying upgrade 4 of 4: Create all functions.",
-    ]
+    assert proc.stderr.splitlines()[1:] == ["Upgrading database schema from version 2.2-4 to version 2.2-4."] + rebuild
+    after_24 = params(site, "2.4")
+    assert after_24["schema-version"] == "2.2-4"
+    ok(site.dbctl("2.4", "--stop"))
+    # The old tools accept the database again: nothing newer than they know, only their own views
+    # and functions to rebuild (the downgrade that keeps the job database relies on this).
+    proc = ok(site.dbctl("2.2", "--start-for-engine"))
+    assert proc.stderr.splitlines()[1:] == ["Upgrading database schema from version 2.2-4 to version 2.2-4."] + rebuild
+    back = params(site, "2.2")
+    assert back["schema-version"] == "2.2-4" and back["module-checksum"] != after_24["module-checksum"]
+    assert ok(site.dbctl("2.2", "--check-upgrade")).stderr.strip() == (
+        "No upgrades are required to be compatible with schema version 2.2-4.")
 
 
 def test_no_auto_upgrade_then_manual_upgrade(site):
-    ok(site.dbctl("2.2", "--start-for-engine"))
-    ok(site.dbctl("2.2", "--stop"))
-    proc = ok(site.dbctl("2.3", "--start-for-engine", "--no-auto-upgrade"))
+    ok(site.dbctl("2.1", "--start-for-engine"))
+    ok(site.dbctl("2.1", "--stop"))
+    proc = ok(site.dbctl("2.2", "--start-for-engine", "--no-auto-upgrade"))
     # §6.6: the upgrade check is skipped entirely, nothing is printed about it
     assert "upgrade" not in proc.stderr.lower() and "schema" not in proc.stderr.lower(), proc.stderr
     assert proc.stdout == ""
-    assert params(site, "2.3")["schema-version"] == "2.2-4"
-    check = ok(site.dbctl("2.3", "--check-upgrade"))
+    assert params(site, "2.2")["schema-version"] == "2.1-2"
+    check = ok(site.dbctl("2.2", "--check-upgrade"))
     assert check.stderr.splitlines()[0] == (
-        "The following upgrades need to be applied to upgrade the schema from version 2.2-4 to 2.3-1:")
-    ok(site.dbctl("2.3", "--upgrade"))
-    assert params(site, "2.3")["schema-version"] == "2.3-1"
-    assert ok(site.dbctl("2.3", "--upgrade")).stderr.strip() == "The database schema is current."
-    assert ok(site.dbctl("2.3", "--check-upgrade")).stderr.strip() == (
-        "No upgrades are required to be compatible with schema version 2.3-1.")
+        "The following upgrades need to be applied to upgrade the schema from version 2.1-2 to 2.2-4:")
+    ok(site.dbctl("2.2", "--upgrade"))
+    assert params(site, "2.2")["schema-version"] == "2.2-4"
+    assert ok(site.dbctl("2.2", "--upgrade")).stderr.strip() == "The database schema is current."
+    assert ok(site.dbctl("2.2", "--check-upgrade")).stderr.strip() == (
+        "No upgrades are required to be compatible with schema version 2.2-4.")
 
 
 def test_db_auto_upgrade_false_in_site_config(site):

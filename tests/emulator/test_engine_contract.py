@@ -97,17 +97,34 @@ def test_second_engine_on_the_same_database_fails_clearly(site, make_site):
 
 # -- §8 upgrade at start-up, refusal of newer schema -----------------------------------------------
 def test_new_engine_upgrades_old_database_and_old_engine_refuses_it(site):
-    engine = site.start_engine("2.2")
+    # 2.1 -> 2.2 is the real one-way migration (§8)
+    engine = site.start_engine("2.1")
     jid = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["true"]}]})
     assert engine.stop() == 0
-    engine = site.start_engine("2.4")
-    assert "Upgrading database schema from version 2.2-4 to version 2.4-1." in site.engine_log()
-    assert engine.status()["schema-version"] == "2.4-1"
+    engine = site.start_engine("2.2")
+    assert "Upgrading database schema from version 2.1-2 to version 2.2-4." in site.engine_log()
+    assert engine.status()["schema-version"] == "2.2-4"
     assert engine.spool({"title": "after", "tasks": [{"title": "t", "argv": ["true"]}]}) == jid + 1
     assert engine.stop() == 0
-    old = site.start_engine("2.2", wait=False)
+    old = site.start_engine("2.1", wait=False)
     assert old.proc.wait(timeout=60) == 1
-    assert "newer than this tractor-dbctl (Tractor 2.2" in site.engine_log()
+    assert "newer than this tractor-dbctl (Tractor 2.1" in site.engine_log()
+
+
+def test_old_engine_runs_on_the_database_of_a_newer_one_with_the_same_schema(site):
+    # 2.4 keeps 2.2's schema (§8): each engine's dbctl only rebuilds its views and functions
+    engine = site.start_engine("2.2")
+    first = engine.spool({"title": "on 2.2", "tasks": [{"title": "t", "argv": ["true"]}]})
+    assert engine.stop() == 0
+    engine = site.start_engine("2.4")
+    assert "Upgrading database schema from version 2.2-4 to version 2.2-4." in site.engine_log()
+    second = engine.spool({"title": "on 2.4", "tasks": [{"title": "t", "argv": ["true"]}]})
+    assert second == first + 1
+    assert engine.stop() == 0
+    engine = site.start_engine("2.2")
+    assert {row["jid"] for row in engine.select("job", "", "Job.jid")} == {first, second}
+    assert engine.spool({"title": "back on 2.2", "tasks": [{"title": "t", "argv": ["true"]}]}) == second + 1
+    assert engine.stop() == 0
 
 
 def test_engine_refuses_schema_it_must_not_upgrade(site):
@@ -116,24 +133,25 @@ def test_engine_refuses_schema_it_must_not_upgrade(site):
     site.write_config(db_extra='    "DBAutoUpgrade": False,\n')
     new = site.start_engine("2.3", wait=False)
     assert new.proc.wait(timeout=60) == 1
-    assert "must be upgraded to 2.3-1" in site.engine_log()
+    assert "must be upgraded to 2.2-4" in site.engine_log()  # same schema, another module checksum
 
 
 def test_requests_block_while_the_schema_upgrade_runs(site):
     engine = site.start_engine("2.2")
     assert engine.stop() == 0
     site.write("emulator-faults", "schema-upgrade-slow=0.5\n")  # 4 steps -> about 2 s of upgrade
+    seen = len(site.engine_log())  # the 2.2 build logged the same line (LOG-22)
     new = site.start_engine("2.3", wait=False)
     deadline = time.monotonic() + 30
-    while "from version 2.2-4 to version 2.3-1" not in site.engine_log():  # listener up, upgrade running
+    while "from version 2.2-4 to version 2.2-4" not in site.engine_log()[seen:]:  # listener up, upgrade running
         assert time.monotonic() < deadline, site.engine_log()
         time.sleep(0.05)
     began = time.monotonic()
     reply = new.call("emulator?q=status", timeout=60)[2]
     waited = time.monotonic() - began
-    assert reply["rc"] == 0 and reply["schema-version"] == "2.3-1"  # answered only once upgraded
-    log = site.engine_log()
-    assert log.index("Applying upgrade 6 of 6") < log.rindex("engine ready")
+    assert reply["rc"] == 0 and reply["schema-version"] == "2.2-4"  # answered only once upgraded
+    log = site.engine_log()[seen:]
+    assert log.index("Applying upgrade 4 of 4") < log.rindex("engine ready")
     assert waited > 0.3, waited
 
 

@@ -208,7 +208,7 @@ def test_commands_invocations_blades_params(db):
     assert db.keys("blade", "profile=linux or version=2.4", ["name"]) == ["b1", "b2"]
     assert db.keys("Blade", "port=9005 and name like 1$", ["name"]) == ["b1"]  # table name: any case
     params = {row["name"]: row["value"] for row in db.rows("param", "", "name,value")}
-    assert params["schema-version"] == "2.4-1" and params["jidcounter"] == "4"
+    assert params["schema-version"] == "2.2-4" and params["jidcounter"] == "4"
 
 
 # -- columns: keys, types, NULL (§6.6) ---------------------------------------------------------------------
@@ -347,6 +347,6 @@ def test_ctrl_status_is_minimal_and_the_introspection_is_elsewhere(db):
     assert db.engine.call("ctrl?q=status&qlen=1&enumq=1")[2] == {"rc": 0, "msg": "ok"}
     status, headers, reply = db.engine.call("emulator?q=status")
     assert status == 200 and headers["Server"].startswith(f"Pixar_Tractor/{VERSION} (")
-    assert reply["version"] == VERSION and reply["schema-version"] == "2.4-1" and isinstance(reply["pid"], int)
+    assert reply["version"] == VERSION and reply["schema-version"] == "2.2-4" and isinstance(reply["pid"], int)
     assert reply["queue"]["jobs"] == 3 and reply["queue"]["tasks"]["active"] == 1
     assert json.loads(json.dumps(reply["dispatching"])) == {"paused": False}

@@ -43,24 +43,24 @@ def flat(proc):
 
 # -- 7 --------------------------------------------------------------------------------------------
 def test_07_postgresql_refusing_to_start_after_the_restore(farm, site, ansible):
-    """Downgrade 2.4 -> 2.2: the restore succeeds, then PostgreSQL will not start."""
-    farm.add("prod", site, "2.4")
-    farm.launch(("prod", "2.2"))
+    """Downgrade 2.2 -> 2.1 (a schema change: the backup is restored), then PostgreSQL will not start."""
+    farm.add("prod", site, "2.2")
+    farm.launch(("prod", "2.1"))
     spool_jobs(site)
     stop_engine(site)
     backup_dir = os.path.join(farm.backups, "prod")
     os.makedirs(backup_dir)
     os.chown(backup_dir, site.owner.pw_uid, site.owner.pw_gid)
-    backup = os.path.join(backup_dir, "tractor-prod-2.2-before-upgrade.tgz")
-    made = ansible.module("tractor_db", {"install_dir": site.installs("2.2"), "config_dir": site.config_dir,
+    backup = os.path.join(backup_dir, "tractor-prod-2.1-before-upgrade.tgz")
+    made = ansible.module("tractor_db", {"install_dir": site.installs("2.1"), "config_dir": site.config_dir,
                                          "state": "backup", "path": backup, "verify": "archive"})
     assert not made.get("failed"), made
     in_backup = job_records(site)
-    farm.launch(("prod", "2.4"))  # the upgrade (schema 2.2-4 -> 2.4-1 at start-up)
-    EngineProc(site, None).spool({"title": "spooled on 2.4", "tasks": [{"title": "d", "argv": ["true"]}]})
+    farm.launch(("prod", "2.2"))  # the upgrade (schema 2.1-2 -> 2.2-4 at start-up)
+    EngineProc(site, None).spool({"title": "spooled on 2.2", "tasks": [{"title": "d", "argv": ["true"]}]})
 
     site.write("emulator-faults", "pg-start-fails\n")
-    proc = farm.play("downgrade", expect_ok=False, downgrade_version="2.2", downgrade_backup=backup)
+    proc = farm.play("downgrade", expect_ok=False, downgrade_version="2.1", downgrade_backup=backup)
 
     # (a) the cause, named
     assert proc.returncode != 0
@@ -72,14 +72,14 @@ def test_07_postgresql_refusing_to_start_after_the_restore(farm, site, ansible):
     # (b) stopped, with the restored database intact: the marker says which archive filled it
     assert not engine_processes(site) and serving_version(site) is None
     marker = json.load(open(os.path.join(site.data_dir, ".renderfarm-tractor-restore.psql.json")))
-    assert marker["archive"] == backup
-    # (c) exactly the jobs of the backup (the one spooled on 2.4 after it is gone, by the runbook)
+    assert marker["archive"] == backup and entry["database"]["path"] == "restored", entry
+    # (c) exactly the jobs of the backup (the one spooled on 2.2 after it is gone, by the runbook)
     os.unlink(os.path.join(site.config_dir, "emulator-faults"))  # PostgreSQL is repaired
     assert job_records(site) == in_backup
     assert backup_problems(farm.backups) == []
     # ... and the old engine starts on it.
-    farm.launch(("prod", "2.2"))
-    assert EngineProc(site, None).status()["schema-version"] == "2.2-4"
+    farm.launch(("prod", "2.1"))
+    assert EngineProc(site, None).status()["schema-version"] == "2.1-2"
 
 
 # -- 8 --------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
 
     for one in (site, other):
         assert engine_status(one)["version"] == "2.4"
-        assert params(one, "2.4")["schema-version"] == "2.4-1"
+        assert params(one, "2.4")["schema-version"] == "2.2-4"  # 2.4 keeps the 2.2 schema (§8)
     wait_done(EngineProc(site, None), jid, timeout=60)  # the task ran through the upgrade
     log = os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{jid}", "T1.log")
     assert open(log).read().strip() == "finished"
@@ -97,16 +97,17 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
     assert {e["result"] for e in farm.report("upgrade")["engines"]} == {"unchanged"}
 
 
-# -- downgrade with restore, log purge and counter -----------------------------------------------
+# -- downgrade with restore (a schema change), log purge and counter -----------------------------------------------
 def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
-    farm.add("prod", site, "2.2")
-    engine = farm.start("prod", "2.2")
+    # 2.1 -> 2.2 changes the schema (§8), so the downgrade must restore the backup
+    farm.add("prod", site, "2.1")
+    engine = farm.start("prod", "2.1")
     # A blade that hears from its engine every 5 s, longer than ansible takes from step 2 to
     # step 3: only a step 2 that waits for the kill lets it kill the command before step 3.
-    site.start_blade("2.2", "blade", "--poll", "5")
+    site.start_blade("2.1", "blade", "--poll", "5")
     kept = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["echo", "kept"]}]})
     wait_done(engine, kept)
-    farm.play("upgrade", upgrade_version="2.4")  # takes the backup (made with 2.2)
+    farm.play("upgrade", upgrade_version="2.2")  # takes the backup (made with 2.1)
     backup = sorted(glob.glob(os.path.join(farm.backups, "prod", "*.tgz")))[-1]
     new = EngineProc(site, None)
     lost = new.spool({"title": "after", "tasks": [{"title": "t", "argv": ["echo", "lost"]}]})
@@ -119,39 +120,87 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     wait_for(lambda: re.search(rf"J{running} T1 .*started pid", open(blade_log, encoding="utf-8").read()), 60,
              lambda: open(blade_log, encoding="utf-8").read()[-4000:])
 
-    farm.play("downgrade", tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup,
+    farm.play("downgrade", tractor_version="2.2", downgrade_version="2.1", downgrade_backup=backup,
               downgrade_job_counter=100)
 
-    # Steps 1-3 in order: the engine that `tq retry active` told (the 2.4 one) had the blade kill
+    # Steps 1-3 in order: the engine that `tq retry active` told (the 2.2 one) had the blade kill
     # the running command before step 3 killed that engine; a blade that hears of the retry only
     # from the restarted engine would first have found its engine unreachable.
     lines = open(blade_log, encoding="utf-8").read().splitlines()
     started = [i for i, line in enumerate(lines) if re.search(rf"J{running} T1 .*started pid", line)]
     assert len(started) == 1, "\n".join(lines[-40:])  # step 1 paused dispatching: never dispatched again
     asked = [i for i, line in enumerate(lines) if f"engine asked to kill J{running} T1 " in line]
-    # the blade delivered the killed command's end to the 2.4 engine: step 2 waits for exactly that
+    # the blade delivered the killed command's end to the 2.2 engine: step 2 waits for exactly that
     reported = [i for i, line in enumerate(lines) if re.search(rf"J{running} T1 \S+ \S+: reported rc=", line)]
     lost_engine = [i for i, line in enumerate(lines[started[0]:], started[0]) if "unreachable" in line]
     assert asked and reported, "\n".join(lines[-40:])
     assert not lost_engine or asked[0] < reported[0] < lost_engine[0], "\n".join(lines[started[0]:])
 
     status = engine_status(site)
-    assert status["version"] == "2.2" and status["schema-version"] == "2.2-4"
+    assert status["version"] == "2.1" and status["schema-version"] == "2.1-2"
     jobs = {j["jid"] for j in EngineProc(site, None).select("job", "", "Job.jid")}
     assert kept in jobs and lost not in jobs  # the job spooled after the backup is gone (runbook)
     assert not os.path.exists(lost_logs)  # step 7: logs of jids that will be reused are removed
     assert os.path.isdir(os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{kept}"))
-    assert params(site, "2.2")["jidcounter"] == "100"  # step 8
+    assert params(site, "2.1")["jidcounter"] == "100"  # step 8
     entry = farm.report("downgrade")["engines"][0]
-    assert entry["result"] == "ok" and entry["version_after"] == "2.2"
+    assert entry["result"] == "ok" and entry["version_after"] == "2.1"
+    assert entry["database"]["path"] == "restored" and "2.2-4" in entry["database"]["reason"], entry["database"]
     # the archive was read in full once (the verification); steps 4 and 5 trusted that read
     assert int(entry["backup"]["full_reads"]) == 1, entry["backup"]
 
     # Re-run: the old version already serves, nothing is destroyed again.
     pid = status["pid"]
-    farm.play("downgrade", tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup)
-    assert engine_status(site)["pid"] == pid and params(site, "2.2")["jidcounter"] == "100"
+    farm.play("downgrade", tractor_version="2.2", downgrade_version="2.1", downgrade_backup=backup)
+    assert engine_status(site)["pid"] == pid and params(site, "2.1")["jidcounter"] == "100"
     assert farm.report("downgrade")["engines"][0]["result"] == "unchanged"
+
+
+# -- downgrade that keeps the job database (2.4 keeps the 2.2 schema) ------------------------------
+def test_downgrade_keeps_the_database_when_the_schema_is_unchanged(farm, site):
+    farm.add("prod", site, "2.2")
+    engine = farm.start("prod", "2.2")
+    site.start_blade("2.2", "blade")
+    before = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["echo", "before"]}]})
+    wait_done(engine, before)
+    farm.play("upgrade", upgrade_version="2.4")  # takes the backup (made with 2.2)
+    backup = sorted(glob.glob(os.path.join(farm.backups, "prod", "*.tgz")))[-1]
+    new = EngineProc(site, None)
+    after = new.spool({"title": "after", "tasks": [{"title": "t", "argv": ["echo", "after"]}]})
+    wait_done(new, after)
+    after_logs = os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{after}")
+    jobs_before = {(j["jid"], j["title"]) for j in new.select("job", "", "Job.jid,Job.title")}
+    counter = params(site, "2.4")["jidcounter"]
+
+    # The plan in check mode: forced restore versus the default
+    farm.play("downgrade", check=True, tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup,
+              downgrade_restore="always")
+    planned = farm.report("downgrade")["engines"][0]
+    assert planned["result"] == "planned" and planned["database"]["path"] == "restored", planned
+    assert planned["database"]["reason"] == "downgrade_restore is always"
+
+    farm.play("downgrade", tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup)
+
+    status = engine_status(site)
+    assert status["version"] == "2.2" and status["schema-version"] == "2.2-4"
+    old = EngineProc(site, None)
+    # the same jobs with the same jids, the one spooled on 2.4 after the backup included
+    assert {(j["jid"], j["title"]) for j in old.select("job", "", "Job.jid,Job.title")} == jobs_before
+    assert (after, "after") in jobs_before
+    assert params(site, "2.2")["jidcounter"] == counter and os.path.isdir(after_logs)  # no step 7 or 8
+    assert not os.path.exists(os.path.join(site.data_dir, ".renderfarm-tractor-restore.psql.json"))
+    entry = farm.report("downgrade")["engines"][0]
+    assert entry["result"] == "ok" and entry["version_after"] == "2.2"
+    database = entry["database"]
+    assert (database["path"], database["schema_live"], database["schema_backup"]) == ("kept", "2.2-4", "2.2-4")
+    assert "kept with every job" in database["reason"]
+    # step 6: the old tractor-dbctl rebuilt its own views and functions (the module checksum changed)
+    assert database["rebuilt"]["from_version"] == "2.2-4" and "Create all functions." in database["rebuilt"]["steps"]
+    assert int(entry["backup"]["full_reads"]) == 1  # only the verification read the archive
+    # the old engine dispatches new work, with the next jid
+    again = old.spool({"title": "back on 2.2", "tasks": [{"title": "t", "argv": ["echo", "again"]}]})
+    assert again == int(counter) + 1
+    wait_done(old, again)
 
 
 # -- automatic rollback ---------------------------------------------------------------------------
@@ -170,6 +219,9 @@ def test_failed_switch_rolls_back_to_the_old_version_and_data(farm, site):
     assert params(site, "2.2")["schema-version"] == "2.2-4"
     entry = farm.report("upgrade")["engines"][0]
     assert entry["result"] == "rolled back" and entry["rollback"] is True and "error" in entry
+    # the failed schema upgrade stopped the database server again: its schema version cannot be
+    # read, so the rollback restores the backup rather than guess
+    assert entry["database"]["path"] == "restored" and "could not be read" in entry["database"]["reason"], entry
     evidence = glob.glob(os.path.join(farm.backups, "prod", "failed-upgrade-to-2.4-*.log"))
     assert evidence, os.listdir(os.path.join(farm.backups, "prod"))
     junit = open(glob.glob(os.path.join(farm.reports, "upgrade-*", "report.xml"))[0]).read()

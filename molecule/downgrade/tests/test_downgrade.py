@@ -10,7 +10,9 @@ old engine started.
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import re
 
 from tractor_checks import DATA_DIR, OWNER, PREFIX, exec_start, starts_install
@@ -97,3 +99,15 @@ def test_the_2_4_install_is_kept(host):
     assert host.file(f"{PREFIX}/Tractor-2.4/bin/tractor-engine").exists
     assert not host.file(f"{DATA_DIR}/.renderfarm-tractor.lock").exists
     assert not host.file(f"{DATA_DIR}/.renderfarm-tractor-paused-jobs.json").exists
+
+
+def test_report_says_the_backup_was_restored_because_asked():
+    # one report per run: check mode (planned), converge (ok), idempotence (unchanged)
+    paths = glob.glob(os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "reports", "downgrade-*", "report.json"))
+    entries = [{e["engine"]: e for e in json.load(open(path))["engines"]}["downgrade-engine"] for path in paths]
+    done = [entry for entry in entries if entry["result"] == "ok"]
+    assert len(done) == 1, [entry["result"] for entry in entries]
+    database = done[0]["database"]
+    assert (database["path"], database["reason"]) == ("restored", "downgrade_restore is always"), database
+    # without the option both schema versions (2.2-4) would have kept it
+    assert database["schema_live"] == database["schema_backup"] == "2.2-4", database

@@ -58,3 +58,7 @@ def test_report_says_rolled_back():
     assert not report["check_mode"]
     entry = {e["engine"]: e for e in report["engines"]}["rollback-engine"]
     assert entry["result"] == "rolled back" and entry["rollback"] is True
+    # how the job database came back, and why (kept only when its schema was the backup's)
+    database = entry["database"]
+    assert database["path"] in ("kept", "restored") and database["reason"], database
+    assert database["path"] == "restored" or database["schema_live"] == database["schema_backup"], database

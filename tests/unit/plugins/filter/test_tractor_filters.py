@@ -83,13 +83,16 @@ def test_reports_are_valid_junit_and_markdown():
         {"engine": "a", "host": "h", "action": "upgrade", "result": "ok", "version_before": "2.2",
          "version_after": "2.4", "downtime": 3.2, "duration": 40, "phases": {"stop": 1},
          "backup": {"path": "/b/a.tgz", "size": 10, "sha256": "ab" * 32}},
-        {"engine": "b<&>", "result": "rolled back", "error": "schema <upgrade> failed", "rollback": True}]}
+        {"engine": "b<&>", "result": "rolled back", "error": "schema <upgrade> failed", "rollback": True,
+         "database": {"path": "kept", "reason": "same schema 2.2-4", "schema_live": "2.2-4"}}]}
     root = ET.fromstring(f.tractor_report_junit(report))
     assert root.get("tests") == "2" and root.get("failures") == "1"
     assert root.find(".//testcase/failure").get("message") == "schema <upgrade> failed"
     markdown = f.tractor_report_markdown(report)
     assert "| a | h | upgrade | ok | 2.2 | 2.4 | 3.2 | /b/a.tgz (10 bytes, sha256 abababababab) | no |" in markdown
     assert "**b<&> failed:** schema <upgrade> failed" in markdown
+    assert "**b<&> job database kept:** same schema 2.2-4" in markdown
+    assert markdown.count("job database") == 1  # engine a recorded no database path
     missing = f.tractor_missing_records(["a", "c"], report["engines"])
     assert [m["engine"] for m in missing] == ["c"] and missing[0]["result"] == "missing"
 

@@ -101,12 +101,12 @@ def test_params_strips_whitespace():
 
 # -- parse_upgrade -------------------------------------------------------------------------------
 def test_upgrade_steps():
-    err = ("Upgrading database schema from version 2.2-4 to version 2.4-1.\n"
+    err = ("Upgrading database schema from version 2.1-2 to version 2.2-4.\n"
            "Applying upgrade 1 of 4: Drop all views.\n"
            "Applying upgrade 2 of 4: Drop all functions.\n"
            "Applying upgrade 3 of 4: Create all views.\n"
            "Applying upgrade 4 of 4: Create all functions.\n")
-    assert parse_upgrade(err) == dict(from_version="2.2-4", to_version="2.4-1", steps=[
+    assert parse_upgrade(err) == dict(from_version="2.1-2", to_version="2.2-4", steps=[
         "Drop all views.", "Drop all functions.", "Create all views.", "Create all functions."])
 
 

@@ -417,13 +417,13 @@ def test_started_is_idempotent(site, host, run):
 
 def test_started_without_auto_upgrade(site, host, run):
     site.make_cluster()
-    host.check_upgrade = ("The following upgrades need to be applied to upgrade the schema from version 2.2-4 "
-                          "to 2.4-1:\n  Create all views.\n  Create all functions.\n")
+    host.check_upgrade = ("The following upgrades need to be applied to upgrade the schema from version 2.1-2 "
+                          "to 2.2-4:\n  Create all views.\n  Create all functions.\n")
     result = ok(run(site.args(state="started", auto_upgrade=False)))
     assert result["commands"][-1].endswith("--start-for-engine --no-auto-upgrade")
-    assert result["pending_upgrade"] == dict(required=True, from_version="2.2-4", to_version="2.4-1",
+    assert result["pending_upgrade"] == dict(required=True, from_version="2.1-2", to_version="2.2-4",
                                              steps=["Create all views.", "Create all functions."])
-    assert any("needs upgrades from 2.2-4 to 2.4-1" in w for w in warnings(result))
+    assert any("needs upgrades from 2.1-2 to 2.2-4" in w for w in warnings(result))
 
 
 def test_started_failures(site, host, run, tmp_path):
