@@ -178,6 +178,15 @@ def test_downgrade_keeps_the_database_when_the_schema_is_unchanged(farm, site):
     planned = farm.report("downgrade")["engines"][0]
     assert planned["result"] == "planned" and planned["database"]["path"] == "restored", planned
     assert planned["database"]["reason"] == "downgrade_restore is always"
+    # A site that does not let dbctl upgrade at start-up: the old engine would refuse the kept
+    # database (another module checksum), so the plan is a restore.
+    originals = {name: open(os.path.join(site.config_dir, name)).read() for name in ("tractor.config", "db.config")}
+    site.write_config(db_extra='    "DBAutoUpgrade": False,\n')
+    farm.play("downgrade", check=True, tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup)
+    planned = farm.report("downgrade")["engines"][0]["database"]
+    assert planned["path"] == "restored" and "DBAutoUpgrade" in planned["reason"], planned
+    for name, text in originals.items():
+        site.write(name, text)
 
     farm.play("downgrade", tractor_version="2.4", downgrade_version="2.2", downgrade_backup=backup)
 

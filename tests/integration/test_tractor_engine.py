@@ -294,15 +294,15 @@ def test_started_with_another_version_upgrades(ansible, esite):
 
 
 def test_downgrade_without_restore_fails_with_the_engine_log(ansible, esite):
-    """2.2 refuses a 2.4 schema: the health check fails and quotes the engine's reason."""
+    """2.1 refuses the 2.2 schema: the health check fails and quotes the engine's reason."""
     site = esite
-    start(ansible, site, "2.4")
-    result = ansible.module(MODULE, args(site, "2.2", state="started", timeout=20))
+    start(ansible, site, "2.2")
+    result = ansible.module(MODULE, args(site, "2.1", state="started", timeout=20))
     assert result.get("failed")
     assert "did not become healthy" in result["msg"] or "exited during start-up" in result["msg"]
     assert "Look at the engine log" in result["msg"] and "Last log lines:" in result["msg"]
     assert any("which is newer than this tractor-dbctl" in line for line in result["log_tail"]), result["log_tail"]
-    assert result["changed"] is True  # the 2.4 engine was stopped
+    assert result["changed"] is True  # the 2.2 engine was stopped
 
 
 # -- dispatching -----------------------------------------------------------------------------------
