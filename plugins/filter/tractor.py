@@ -35,12 +35,21 @@ def _service(host_vars):
     return None if manager == 'direct' else (_get(host_vars, 'tractor_service_name') or 'tractor-engine')
 
 
+def _same_directory(a, b):
+    """One directory on one machine: the same device, inode and missing rest (tractor_info's
+    ``identity``, what the kernel reaches through symlinks and bind mounts), else the same realpath."""
+    if a.get('identity') and b.get('identity'):
+        return list(a['identity']) == list(b['identity'])
+    return a['realpath'] == b['realpath']
+
+
 def tractor_collisions(hostvars, hosts, me, info_var="preflight_info", peers=None):
     """Why engine ``me`` may not run beside the other engines of ``hosts``.
 
     Engines on one machine (same ansible_host) must differ in listener port, config dir, data dir,
-    database dir and PostgreSQL port; engines on different machines must not reach the same
-    directory through a network volume (same mount source and path below it).
+    database dir and PostgreSQL port (directories compared by device and inode); engines on
+    different machines must not reach the same directory through a network volume (same mount
+    source and path below it).
     """
     peer_infos = {}
     for result in peers or []:  # engines of the inventory outside this play, read by delegation
@@ -75,9 +84,11 @@ def tractor_collisions(hostvars, hosts, me, info_var="preflight_info", peers=Non
                                 % (me, other, _label(mine, my_machine), mine_service))
             for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
                                ('db_data_dir', 'DBDataDir')):
-                if mine['paths'][key]['realpath'] == theirs['paths'][key]['realpath']:
+                if _same_directory(mine['paths'][key], theirs['paths'][key]):
+                    a, b = mine['paths'][key]['realpath'], theirs['paths'][key]['realpath']
                     problems.append('%s and %s on %s share the %s %s'
-                                    % (me, other, _label(mine, my_machine), label, mine['paths'][key]['realpath']))
+                                    % (me, other, _label(mine, my_machine), label,
+                                       a if a == b else '%s (the same directory as %s)' % (a, b)))
         else:
             for key, label in (('config_dir', 'config directory'), ('data_dir', 'TractorDataDirectory'),
                                ('db_data_dir', 'DBDataDir')):

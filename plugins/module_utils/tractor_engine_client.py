@@ -173,6 +173,26 @@ class EngineClient(object):
         version, build = parse_server_header(headers.get('Server'))
         return dict(server_version=version, server_build=build)
 
+    def probe(self):
+        """One ctrl?q=status: dict(answered, healthy, version, build, status, error).
+
+        Healthy means it answered with the Server header of a Tractor engine (fact sheet 6.1);
+        the version and build come from that header, never from the body.
+        """
+        try:
+            reply = self.status()
+        except EngineRefused as exc:
+            version, build = parse_server_header(exc.headers.get('Server') if exc.headers is not None else None)
+            return dict(answered=True, healthy=False, version=version, build=build, status=None,
+                        error='ctrl?q=status was refused%s: %s' % (' (HTTP %s)' % exc.status if exc.status else '', exc))
+        except EngineUnavailable as exc:
+            return dict(answered=False, healthy=False, version=None, build=None, status=None, error=str(exc))
+        if not reply.get('server_version'):
+            return dict(answered=True, healthy=False, version=None, build=None, status=reply,
+                        error='%s answers, but not as a Tractor engine (no Pixar_Tractor Server header)' % self.address)
+        return dict(answered=True, healthy=True, version=reply['server_version'], build=reply.get('server_build'),
+                    status=reply, error=None)
+
     def select(self, table, clause='', columns=(), sort='', archived=False):
         """Rows of db?q=tractorselect(...) as dicts keyed by bare column names; every column asked for.
 

@@ -116,3 +116,108 @@ def sysv_install_variable(script_text, settings_path, install_dir=None):
         raise ServiceError('the init script does not mention %s, so setting %s there may not reach it'
                            % (settings_path, variables[0]))
     return variables[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings files and units: which variables they set (pure functions)
+# ---------------------------------------------------------------------------------------------
+ASSIGNMENT_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
+UNIT_ENV_RE = re.compile(r'^\s*Environment\s*=\s*(.*)$')
+SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*\Z')
+# Characters a settings file cannot hold safely: the SysV scripts source it with a shell (which
+# expands $ and ` even in double quotes) and a line break would start a new assignment.
+UNSAFE_SETTING_RE = re.compile(r'[\x00\r\n$`"\\]')
+
+
+def _unquote(value):
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
+        inner = value[1:-1]
+        return inner.replace('\\"', '"') if value[0] == '"' else inner
+    # an unquoted value ends at an unescaped comment
+    return re.split(r'\s+#', value, maxsplit=1)[0].strip()
+
+
+def parse_settings(text):
+    """VAR=value lines of a sysconfig file (shell or systemd EnvironmentFile syntax) -> dict."""
+    values = {}
+    for line in (text or '').splitlines():
+        if line.lstrip().startswith('#'):
+            continue
+        match = ASSIGNMENT_RE.match(line)
+        if match:
+            values[match.group(1)] = _unquote(match.group(2))
+    return values
+
+
+def parse_unit_environment(text):
+    """Environment="A=b" lines of a systemd unit -> dict."""
+    values = {}
+    for line in (text or '').splitlines():
+        match = UNIT_ENV_RE.match(line)
+        if not match:
+            continue
+        for item in re.findall(r'"[^"]*"|\S+', match.group(1)):
+            item = item.strip('"')
+            if '=' in item:
+                key, value = item.split('=', 1)
+                values[key] = value
+    return values
+
+
+def quote_value(value):
+    if SAFE_VALUE_RE.match(value):
+        return value
+    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
+
+
+def update_settings(text, wanted):
+    """Set VAR=value assignments in a settings file's text; returns the new text.
+
+    The last active assignment of each variable is rewritten in place (it is the one that wins),
+    missing ones are appended; comments and every other line stay as they are.
+    """
+    lines = (text or '').splitlines()
+    last = {}
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith('#'):
+            continue
+        match = ASSIGNMENT_RE.match(line)
+        if match and match.group(1) in wanted:
+            last[match.group(1)] = index
+    appended = []
+    for name in sorted(wanted):
+        new_line = '%s=%s' % (name, quote_value(wanted[name]))
+        if name in last:
+            lines[last[name]] = new_line
+        else:
+            appended.append(new_line)
+    if appended:
+        lines.append('# Set by renderfarm.tractor.tractor_engine: the install and site config the engine runs.')
+        lines.extend(appended)
+    return '\n'.join(lines) + '\n'
+
+
+def log_option(options):
+    """The --log file in an options string ('--log=/x' or '--log /x'), or None."""
+    words = (options or '').split()
+    for index, word in enumerate(words):
+        if word.startswith('--log='):
+            return _unquote(word.split('=', 1)[1])
+        if word == '--log' and index + 1 < len(words):
+            return _unquote(words[index + 1])
+    return None
+
+
+def choose_service_manager(requested, systemd_booted, unit_path, init_script, init_script_ok):
+    """(name, reason) of the service manager to use."""
+    if requested != 'auto':
+        return requested, 'requested'
+    if systemd_booted and unit_path:
+        return 'systemd', 'systemd is running and %s is installed' % unit_path
+    if init_script_ok:
+        return 'sysv', 'init script %s exists' % init_script
+    why = []
+    why.append('systemd is not the init system' if not systemd_booted else 'no systemd unit installed')
+    why.append('no executable init script %s' % init_script)
+    return 'direct', ', '.join(why)

@@ -52,7 +52,8 @@ attributes:
       - O(state=restore) does nothing when the restore marker beside the data directory says it
         was filled by restoring this very archive (same sha256) and the data directory is still
         that extraction (same PostgreSQL system identifier, same C(PG_VERSION) inode and ctime).
-        Jobs added since are kept; it does not roll back twice.
+        Jobs added since are kept; it does not roll back twice, and RV(msg) says so. With
+        O(force=true) it restores the archive again, so that the database ends equal to it.
       - O(state=absent) does nothing when the data directory is missing or empty.
 options:
   state:
@@ -168,7 +169,8 @@ options:
     description:
       - O(state=backup) replaces an existing O(path).
       - O(state=restore) replaces a non-empty data directory (the archive is always verified
-        first).
+        first), also one that already holds a restore of this archive (the database then ends
+        equal to the archive; jobs added since are gone).
       - O(state=absent) destroys without a verified backup.
       - O(state=stopped) stops the server even though the engine answers.
     type: bool
@@ -298,8 +300,14 @@ status:
     database_exists:
       description: The C(tractor) database exists; V(null) when the server is not running.
       type: bool
+    system_identifier:
+      description: The PostgreSQL system identifier of the cluster in the data directory (from
+        C(global/pg_control)); a backup of this cluster carries the same one. V(null) when there is
+        no readable cluster.
+      type: str
   sample: {"data_dir": "/var/spool/tractor/psql", "data_dir_exists": true, "data_dir_empty": false,
-           "initialized": true, "running": true, "reachable": true, "database_exists": true}
+           "initialized": true, "running": true, "reachable": true, "database_exists": true,
+           "system_identifier": "7301234567890123456"}
 params:
   description: The C(param) rows (C(tractor-dbctl --show-params)) when the server runs.
   returned: when the database is running and exists (not in check mode for changes)
@@ -385,6 +393,12 @@ checks:
   returned: when an archive was verified
   type: list
   elements: str
+msg:
+  description: For O(state=restore) when the data directory already held a restore of this archive - that
+    it was left as it is, or (O(force=true)) restored again.
+  returned: when O(state=restore) found its own earlier restore
+  type: str
+  sample: "/var/spool/tractor/psql still holds the restore of /backups/x.tgz (made 2024-05-01T12:00:00Z); jobs added since are kept. force: true restores the archive again"
 restore:
   description: The restore marker (what the data directory was restored from).
   returned: when O(state=restore)
@@ -418,9 +432,7 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl import (
     Dbctl, parse_check_upgrade, parse_upgrade,
 )
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
-    EngineClient, EngineRefused, EngineUnavailable,
-)
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import EngineClient
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as archive_utils
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
@@ -585,13 +597,8 @@ class TractorDb(object):
             found['detail'] = 'connection refused'
             return found
         found['listening'] = True
-        try:
-            status = EngineClient(address, user=self.params['engine_user'], timeout=timeout).status()
-            found.update(answers=True, version=status.get('server_version'))
-        except EngineRefused as exc:
-            found.update(answers=True, detail=str(exc))
-        except EngineUnavailable as exc:
-            found['detail'] = str(exc)
+        probe = EngineClient(address, user=self.params['engine_user'], timeout=timeout).probe()
+        found.update(answers=probe['answered'], version=probe['version'], detail=probe['error'])
         self.result['engine'] = found
         return found
 
@@ -608,7 +615,7 @@ class TractorDb(object):
 
     def read_status(self):
         status = dict(data_dir=self.db_dir, data_dir_exists=os.path.isdir(self.db_dir), data_dir_empty=None,
-                      initialized=False, running=False, reachable=False, database_exists=None)
+                      initialized=False, system_identifier=None, running=False, reachable=False, database_exists=None)
         if not status['data_dir_exists']:
             return status  # the real tractor-dbctl crashes on a missing DBDataDir (fact sheet 1.3)
         try:
@@ -618,6 +625,8 @@ class TractorDb(object):
                       % (self.db_dir, exc, self.owner_name()))
         status['data_dir_empty'] = not entries
         status['initialized'] = 'PG_VERSION' in entries
+        # which cluster this is (a backup of it carries the same identifier): readable while it runs
+        status['system_identifier'] = (archive_utils.data_dir_identity(self.db_dir) or {}).get('system_identifier')
         status.update(self.dbctl.status())
         if not status['running']:
             status['database_exists'] = None
@@ -1126,9 +1135,16 @@ class TractorDb(object):
         identity = archive_utils.data_dir_identity(self.db_dir)
         before = self.data_dir_view(status, marker)
         if marker_matches(marker, info['sha256'], self.db_dir, identity):
-            self.result['restore'] = marker
-            self.set_diff(before, before)
-            return
+            if not self.params['force']:
+                self.result['restore'] = marker
+                self.result['msg'] = ('%s still holds the restore of %s (made %s); jobs added since are kept. '
+                                      'force: true restores the archive again'
+                                      % (self.db_dir, path, marker.get('restored_at')))
+                self.set_diff(before, before)
+                return
+            # force: the database must end equal to the archive, whatever happened to it since
+            self.result['msg'] = ('%s held the restore of %s (made %s); force: true restores it again, so jobs '
+                                  'added since are gone' % (self.db_dir, path, marker.get('restored_at')))
         self.refuse_if_running(status, 'a restore')
         if not os.path.isdir(os.path.dirname(self.db_dir)):
             self.fail('the parent %s of DBDataDir does not exist: create TractorDataDirectory first'

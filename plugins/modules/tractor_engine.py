@@ -530,8 +530,13 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_
     parse_server_header,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_process import (
+    LOG_TAIL_LINES, find_engine_pids, is_engine_argv, pid_alive, read_cmdline, read_pidfile, tail_file,
+    version_from_argv,
+)
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_service import (
-    DROPIN_NAME, ServiceError, dropin_text, rewrite_exec_start, show_runs, sysv_install_variable, unit_exec_start,
+    DROPIN_NAME, UNSAFE_SETTING_RE, ServiceError, choose_service_manager, dropin_text, log_option, parse_settings,
+    parse_unit_environment, rewrite_exec_start, show_runs, sysv_install_variable, unit_exec_start, update_settings,
 )
 
 DEFAULT_PIDFILE = 'tractor-engine.pid'
@@ -560,210 +565,7 @@ PROBE_TIMEOUT = 5        # seconds for one URL API request
 # Seconds between two read-backs of a pause or of retried commands: blades take seconds to kill a
 # command, and each look is a tractorselect the engine answers from its database.
 CONFIRM_POLL = 1.0
-LOG_TAIL_LINES = 25      # lines returned in log_tail
 MSG_LOG_LINES = 10       # of which in the failure message
-
-ASSIGNMENT_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
-UNIT_ENV_RE = re.compile(r'^\s*Environment\s*=\s*(.*)$')
-CMDLINE_VERSION_RE = re.compile(r'Tractor-(\d+\.\d+(?:\.\d+)?)(?:/|$)')
-SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=-]*\Z')
-# Characters a settings file cannot hold safely: the SysV scripts source it with a shell (which
-# expands $ and ` even in double quotes) and a line break would start a new assignment.
-UNSAFE_SETTING_RE = re.compile(r'[\x00\r\n$`"\\]')
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing helpers (pure functions)
-# ---------------------------------------------------------------------------------------------
-def _unquote(value):
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in ('"', "'"):
-        inner = value[1:-1]
-        return inner.replace('\\"', '"') if value[0] == '"' else inner
-    # an unquoted value ends at an unescaped comment
-    return re.split(r'\s+#', value, maxsplit=1)[0].strip()
-
-
-def parse_settings(text):
-    """VAR=value lines of a sysconfig file (shell or systemd EnvironmentFile syntax) -> dict."""
-    values = {}
-    for line in (text or '').splitlines():
-        if line.lstrip().startswith('#'):
-            continue
-        match = ASSIGNMENT_RE.match(line)
-        if match:
-            values[match.group(1)] = _unquote(match.group(2))
-    return values
-
-
-def parse_unit_environment(text):
-    """Environment="A=b" lines of a systemd unit -> dict."""
-    values = {}
-    for line in (text or '').splitlines():
-        match = UNIT_ENV_RE.match(line)
-        if not match:
-            continue
-        for item in re.findall(r'"[^"]*"|\S+', match.group(1)):
-            item = item.strip('"')
-            if '=' in item:
-                key, value = item.split('=', 1)
-                values[key] = value
-    return values
-
-
-def quote_value(value):
-    if SAFE_VALUE_RE.match(value):
-        return value
-    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
-
-
-def update_settings(text, wanted):
-    """Set VAR=value assignments in a settings file's text; returns the new text.
-
-    The last active assignment of each variable is rewritten in place (it is the one that wins),
-    missing ones are appended; comments and every other line stay as they are.
-    """
-    lines = (text or '').splitlines()
-    last = {}
-    for index, line in enumerate(lines):
-        if line.lstrip().startswith('#'):
-            continue
-        match = ASSIGNMENT_RE.match(line)
-        if match and match.group(1) in wanted:
-            last[match.group(1)] = index
-    appended = []
-    for name in sorted(wanted):
-        new_line = '%s=%s' % (name, quote_value(wanted[name]))
-        if name in last:
-            lines[last[name]] = new_line
-        else:
-            appended.append(new_line)
-    if appended:
-        lines.append('# Set by renderfarm.tractor.tractor_engine: the install and site config the engine runs.')
-        lines.extend(appended)
-    return '\n'.join(lines) + '\n'
-
-
-def log_option(options):
-    """The --log file in an options string ('--log=/x' or '--log /x'), or None."""
-    words = (options or '').split()
-    for index, word in enumerate(words):
-        if word.startswith('--log='):
-            return _unquote(word.split('=', 1)[1])
-        if word == '--log' and index + 1 < len(words):
-            return _unquote(words[index + 1])
-    return None
-
-
-def choose_service_manager(requested, systemd_booted, unit_path, init_script, init_script_ok):
-    """(name, reason) of the service manager to use."""
-    if requested != 'auto':
-        return requested, 'requested'
-    if systemd_booted and unit_path:
-        return 'systemd', 'systemd is running and %s is installed' % unit_path
-    if init_script_ok:
-        return 'sysv', 'init script %s exists' % init_script
-    why = []
-    why.append('systemd is not the init system' if not systemd_booted else 'no systemd unit installed')
-    why.append('no executable init script %s' % init_script)
-    return 'direct', ', '.join(why)
-
-
-def is_engine_argv(argv):
-    return any(os.path.basename(arg) == 'tractor-engine' for arg in argv or [])
-
-
-def argv_config_dir(argv):
-    """The --configdir of a tractor-engine command line, or None."""
-    argv = list(argv or [])
-    for index, arg in enumerate(argv):
-        for option in ('--configdir', '--config-dir', '-c'):
-            if arg == option and index + 1 < len(argv):
-                return argv[index + 1]
-            if option != '-c' and arg.startswith(option + '='):
-                return arg.split('=', 1)[1]
-    return None
-
-
-def version_from_argv(argv):
-    """The version in an install path on a command line (/opt/pixar/Tractor-2.2/...), or None."""
-    for arg in argv or []:
-        match = CMDLINE_VERSION_RE.search(arg)
-        if match:
-            return match.group(1)
-    return None
-
-
-def tail_file(path, lines=LOG_TAIL_LINES):
-    if not path:
-        return []
-    try:
-        # O_NOFOLLOW: the log lives in a directory the EngineOwner controls; never read through a link
-        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
-    except (IOError, OSError) as exc:
-        return ['(%s is a symbolic link; not read)' % path] if exc.errno == errno.ELOOP else []
-    with os.fdopen(fd, 'rb') as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 64 * 1024))
-        data = handle.read().decode('utf-8', 'replace')
-    return [line for line in data.splitlines() if line.strip()][-lines:]
-
-
-def read_pidfile(path):
-    try:
-        with open(path) as handle:
-            text = handle.read().strip()
-    except (IOError, OSError, TypeError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def read_cmdline(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            data = handle.read()
-    except (IOError, OSError):
-        return None
-    return [part.decode('utf-8', 'replace') for part in data.split(b'\0') if part]
-
-
-def pid_alive(pid):
-    """True while the process exists and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        if exc.errno != errno.EPERM:
-            return False
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            state = handle.read().rsplit(')', 1)[1].split()[0]
-    except (IOError, OSError, IndexError):
-        return True
-    return state not in ('Z', 'X')
-
-
-def find_engine_pids(config_dir):
-    """Processes running `tractor-engine --configdir <config_dir>`."""
-    wanted = os.path.realpath(config_dir)
-    found = []
-    try:
-        entries = os.listdir('/proc')
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        argv = read_cmdline(int(entry))
-        if not argv or not is_engine_argv(argv):
-            continue
-        configdir = argv_config_dir(argv)
-        if configdir and os.path.realpath(configdir) == wanted and pid_alive(int(entry)):
-            found.append(int(entry))
-    return sorted(found)
-
 
 # ---------------------------------------------------------------------------------------------
 # The engine
@@ -859,21 +661,7 @@ class EngineManager(object):
 
     def probe(self, timeout=PROBE_TIMEOUT):
         """One ctrl?q=status: dict(answered, healthy, version, build, status, error)."""
-        try:
-            reply = self.client(timeout).status()
-        except EngineRefused as exc:
-            headers = getattr(exc, 'headers', None)
-            version, build = parse_server_header(headers.get('Server') if headers is not None else None)
-            status = getattr(exc, 'status', None)
-            return dict(answered=True, healthy=False, version=version, build=build, status=None,
-                        error='ctrl?q=status was refused%s: %s' % (' (HTTP %s)' % status if status else '', exc))
-        except EngineUnavailable as exc:
-            return dict(answered=False, healthy=False, version=None, build=None, status=None, error=str(exc))
-        if not reply.get('server_version'):
-            return dict(answered=True, healthy=False, version=None, build=None, status=reply,
-                        error='%s answers, but not as a Tractor engine (no Pixar_Tractor Server header)' % self.address)
-        return dict(answered=True, healthy=True, version=reply['server_version'], build=reply.get('server_build'),
-                    status=reply, error=None)
+        return self.client(timeout).probe()
 
     def managed_pid(self):
         """(running per the service manager, pid or None)."""

@@ -145,12 +145,15 @@ paths:
       existing parent when it does not exist yet).
     - C(owner) is the name of the account owning the path (its uid when no account has it), V(null)
       when it does not exist.
+    - C(identity) is what the kernel reaches - C([device, inode, rest]) of the deepest existing
+      directory on the way and the names below it that do not exist yet. Two paths with the same
+      identity are one directory, also through a bind mount or a symlink followed by C(..).
   returned: always
   type: dict
   sample:
     data_dir: {"path": "/var/spool/tractor", "realpath": "/var/spool/tractor", "exists": true,
                "mount_point": "/", "mount_source": "/dev/vda1", "fstype": "ext4", "network": false,
-               "free_bytes": 1073741824, "owner": "tractor"}
+               "free_bytes": 1073741824, "owner": "tractor", "identity": [64769, 1310721, ""]}
 extra_paths:
   description: O(extra_paths) described like RV(paths), keyed by the path as given.
   returned: always
@@ -202,6 +205,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
     COMMON_REQUIRED_ONE_OF, check_arguments, common_argument_spec,
 )
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_paths import path_identity
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
     SiteConfig, TractorConfigError, install_dir_for,
 )
@@ -267,7 +271,7 @@ def describe_path(path, mounts):
             pass
     return dict(path=path, realpath=real, exists=exists, mount_point=mount_point, mount_source=source,
                 fstype=fstype, network=fstype in NETWORK_FSTYPES or fstype.startswith('nfs'), free_bytes=free,
-                owner=owner)
+                owner=owner, identity=path_identity(path))
 
 
 def directory_size(path):

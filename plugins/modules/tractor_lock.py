@@ -117,6 +117,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import check_arguments
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_process import pid_alive
 
 
 def read_lock(path):
@@ -130,14 +131,14 @@ def read_lock(path):
         return {'run_id': None, 'unreadable': True}
 
 
-def pid_alive(pid):
+def controller_alive(pid):
+    """Whether the controller process that took a lock still runs. A pid that is not a number
+    counts as running: a lock is never called stale on a guess."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, ValueError, TypeError):
-        return True  # exists (or cannot tell): do not call it stale
-    return True
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return True
+    return pid > 0 and pid_alive(pid)
 
 
 def staleness(lock, now, stale_after, this_host):
@@ -147,7 +148,7 @@ def staleness(lock, now, stale_after, this_host):
     host = lock.get('controller_host') or ''
     pid = lock.get('controller_pid')
     if host and host == this_host and pid:
-        if not pid_alive(pid):
+        if not controller_alive(pid):
             return True, 'controller process %s on %s is gone' % (pid, host)
         return False, 'controller process %s on %s is running' % (pid, host)
     age = now - float(lock.get('created') or 0)

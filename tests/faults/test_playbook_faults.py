@@ -42,7 +42,7 @@ def flat(proc):
 
 
 # -- 7 --------------------------------------------------------------------------------------------
-def test_07_postgresql_refusing_to_start_after_the_restore(farm, site, ansible):
+def test_07_postgresql_refusing_to_start_after_the_restore(farm, site, ansible, make_site):
     """Downgrade 2.2 -> 2.1 (a schema change: the backup is restored), then PostgreSQL will not start."""
     farm.add("prod", site, "2.2")
     farm.launch(("prod", "2.1"))
@@ -58,6 +58,30 @@ def test_07_postgresql_refusing_to_start_after_the_restore(farm, site, ansible):
     in_backup = job_records(site)
     farm.launch(("prod", "2.2"))  # the upgrade (schema 2.1-2 -> 2.2-4 at start-up)
     EngineProc(site, None).spool({"title": "spooled on 2.2", "tasks": [{"title": "d", "argv": ["true"]}]})
+
+    # A job counter below the backup's (2) would fail step 8 after the restore: refused before step 1.
+    serving, pid, records = serving_version(site), pid_of(site), job_records(site)
+    proc = farm.play("downgrade", expect_ok=False, downgrade_version="2.1", downgrade_backup=backup,
+                     downgrade_job_counter=1)
+    assert "downgrade_job_counter 1 is below the job counter of the backup" in flat(proc)
+    assert (serving_version(site), pid_of(site), job_records(site)) == (serving, pid, records)
+    # A verified backup, but of another engine's database: step 4 would refuse it after the kill;
+    # the system identifiers are known before step 1, so it is refused there.
+    foreign_site = make_site()
+    ok = foreign_site.dbctl("2.1", "--start-for-engine")
+    assert ok.returncode == 0, ok.stderr
+    assert foreign_site.dbctl("2.1", "--stop").returncode == 0
+    foreign = os.path.join(backup_dir, "tractor-other-2.1.tgz")
+    made = ansible.module("tractor_db", {"install_dir": foreign_site.installs("2.1"),
+                                         "config_dir": foreign_site.config_dir, "state": "backup",
+                                         "path": foreign, "verify": "archive"})
+    assert not made.get("failed"), made
+    proc = farm.play("downgrade", expect_ok=False, downgrade_version="2.1", downgrade_backup=foreign)
+    assert f"{foreign} is not a backup of the job database in" in flat(proc) and "Nothing was changed" in flat(proc)
+    assert (serving_version(site), pid_of(site), job_records(site)) == (serving, pid, records)
+    for name in os.listdir(backup_dir):
+        if name.startswith("tractor-other-"):
+            os.unlink(os.path.join(backup_dir, name))
 
     site.write("emulator-faults", "pg-start-fails\n")
     proc = farm.play("downgrade", expect_ok=False, downgrade_version="2.1", downgrade_backup=backup)

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 import tempfile
 import time
 
@@ -59,6 +60,28 @@ def test_backup_retention_and_restart(farm, site):
     assert not os.path.exists(first[0] + ".manifest.json")
     report = farm.report("backup")
     assert report["engines"][0]["result"] == "ok" and report["engines"][0]["pruned"] == first
+
+
+def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(farm, site):
+    farm.add("prod", site, "2.2")
+    engine = farm.start("prod", "2.2")
+    engine.spool({"title": "j", "tasks": [{"title": "t", "argv": ["true"]}]})
+    pid = engine_status(site)["pid"]
+    size = sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(site.db_dir) for n in names)
+    # room for the archive (1x) but not for the scratch copy of the restore check beside it (2x)
+    room = os.path.join(farm.base, "one-and-a-half")
+    os.makedirs(room)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size * 1.5)},mode=0755", "tmpfs", room], check=True)
+    try:
+        proc = farm.play("backup", expect_ok=False, backup_dir=room)
+        out = " ".join((proc.stdout + proc.stderr).split())
+        assert "the archive, and a scratch copy for its restore check" in out and "Nothing was changed" in out
+        assert engine_status(site)["pid"] == pid and os.listdir(room) == []  # refused before the stop
+        # verified without a scratch restore, 1x is enough: the same directory takes the backup
+        farm.play("backup", backup_dir=room, backup_verify="archive")
+        assert glob.glob(os.path.join(room, "prod", "*.tgz")) and engine_status(site)["version"] == "2.2"
+    finally:
+        subprocess.run(["umount", "-l", room], check=False)
 
 
 # -- upgrade of two engines, with a task running through it --------------------------------------
@@ -252,6 +275,31 @@ def test_colliding_engines_are_refused_before_any_change(farm, site, make_site):
     assert "share the TractorDataDirectory" in proc.stdout and "prod" in proc.stdout and "staging" in proc.stdout
     assert engine_status(site)["version"] == "2.2"  # nothing was touched
     assert not os.path.exists(os.path.join(farm.backups, "prod"))
+
+
+def test_engines_sharing_a_directory_through_a_bind_mount_are_refused(farm, site, make_site):
+    # The second engine's TractorDataDirectory is the first one's, mounted elsewhere: other path
+    # strings, one directory (and one DBDataDir below it). Before, both were backed up as two.
+    other = make_site()
+    farm.add("prod", site, "2.2")
+    farm.add("twin", other, "2.2")
+    farm.start("prod", "2.2")
+    pid = engine_status(site)["pid"]
+    bound = os.path.join(farm.base, "bound-data")
+    os.makedirs(bound)
+    subprocess.run(["mount", "--bind", site.data_dir, bound], check=True)
+    try:
+        other.write("tractor.config", '{"EngineOwner": "%s", "TractorDataDirectory": "%s", "ListenerPort": %d}\n'
+                    % (other.owner.pw_name, bound, other.engine_port))
+        before = tree_digest(site.data_dir, site.config_dir, other.config_dir)
+        proc = farm.play("backup", expect_ok=False)
+        out = " ".join((proc.stdout + proc.stderr).split())
+        assert "share the TractorDataDirectory" in out and "share the DBDataDir" in out, proc.stdout[-6000:]
+        assert "(the same directory as" in out
+        assert engine_status(site)["pid"] == pid and not os.path.exists(farm.backups + "/prod")
+        assert tree_digest(site.data_dir, site.config_dir, other.config_dir) == before
+    finally:
+        subprocess.run(["umount", "-l", bound], check=False)
 
 
 def test_upgrade_refuses_a_downgrade(farm, site):

@@ -433,9 +433,19 @@ def test_restore_refusals_and_force(site, ansible):
     ok(site.dbctl(V22, "--stop"))
 
     assert changed(ansible.module("tractor_db", restore, become=True))
-    assert not changed(ansible.module("tractor_db", restore, become=True))
     ok(site.dbctl(V22, "--start"))
     assert sql(site, "SELECT count(*) FROM job") == ["3"]  # the job spooled after the backup is gone
+    # the restored database moves on
+    ok(site.dbctl(V22, "--exec-sql", "INSERT INTO job (jid, title) VALUES (43, 'after the restore')"))
+    ok(site.dbctl(V22, "--stop"))
+    # without force: left as it is, and said so
+    plain = ansible.module("tractor_db", args(site, state="restore", path=path), become=True)
+    assert not changed(plain) and "still holds the restore of" in plain["msg"]
+    # force: the database ends equal to the archive again
+    again = ansible.module("tractor_db", restore, become=True)
+    assert changed(again) and "restores it again" in again["msg"]
+    ok(site.dbctl(V22, "--start"))
+    assert sql(site, "SELECT count(*) FROM job") == ["3"]
     ok(site.dbctl(V22, "--stop"))
 
 

@@ -69,3 +69,25 @@ def test_login_without_a_tsid_is_unrecognised(monkeypatch):
     monkeypatch.setattr(tc.EngineClient, "request", lambda self, verb, params=None, **kw: ({"rc": 0, "login": "ok"}, {}))
     with pytest.raises(tc.ReplyUnrecognised, match='monitor.q=login.*no "tsid" string'):
         tc.EngineClient("localhost:80").login()
+
+
+@pytest.mark.parametrize("reply, expected", [
+    # a healthy engine: version and build from the Server header only
+    (lambda: ({"rc": 0}, {"Server": HTTP_24_SERVER}),
+     dict(answered=True, healthy=True, version="2.4", build="2091325", error=None)),
+    # something else on the port: answers, but is not a Tractor engine
+    (lambda: ({"rc": 0}, {"Server": "nginx/1.22"}),
+     dict(answered=True, healthy=False, version=None, build=None, error="not as a Tractor engine")),
+    # an engine that refuses (HTTP 503 during its schema upgrade): its header still names it
+    (lambda: (_ for _ in ()).throw(tc.EngineRefused("busy", headers={"Server": HTTP_24_SERVER}, status=503)),
+     dict(answered=True, healthy=False, version="2.4", build="2091325", error="refused (HTTP 503)")),
+    # nothing listens
+    (lambda: (_ for _ in ()).throw(tc.EngineUnavailable("connection refused")),
+     dict(answered=False, healthy=False, version=None, build=None, error="connection refused")),
+])
+def test_probe_is_one_rule_for_every_module(monkeypatch, reply, expected):
+    monkeypatch.setattr(tc.EngineClient, "request", lambda self, verb, params=None, **kw: reply())
+    found = tc.EngineClient("localhost:80").probe()
+    error = expected.pop("error")
+    assert {key: found[key] for key in expected} == expected
+    assert (found["error"] is None) if error is None else (error in found["error"])

@@ -376,7 +376,8 @@ def test_status_running_returns_params(site, host, run):
     host.running = True
     result = ok(run(site.args(state="status")))
     assert result["status"] == dict(data_dir=site.db_dir, data_dir_exists=True, data_dir_empty=False,
-                                    initialized=True, running=True, reachable=True, database_exists=True)
+                                    initialized=True, running=True, reachable=True, database_exists=True,
+                                    system_identifier=str(SYSID))  # read from global/pg_control
     assert result["params"]["jidcounter"] == "41" and result["commands"] == []
 
 
@@ -753,6 +754,13 @@ def test_restore_into_an_empty_dir_then_idempotent(site, host, run):
     host.running = True  # in use since: still the same restore
     result = ok(run(site.args(state="restore", path=path)))
     assert result["changed"] is False and host.ops().count("--restore") == 1
+    assert "still holds the restore of %s" % path in result["msg"] and "force: true" in result["msg"]
+
+    # force: the database must end equal to the archive, so it is restored again (not a silent ok)
+    host.running = False
+    result = ok(run(site.args(state="restore", path=path, force=True)))
+    assert result["changed"] is True and host.ops().count("--restore") == 2 and "--destroy" in host.ops()
+    assert "restores it again" in result["msg"]
 
 
 def test_restore_into_a_missing_dir_creates_it(site, host, run):

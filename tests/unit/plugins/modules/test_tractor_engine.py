@@ -24,6 +24,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common import warnings as ansible_warnings
 
 from ansible_collections.renderfarm.tractor.plugins.modules import tractor_engine as te
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_service as ts
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
     EngineClient, EngineRefused, EngineUnavailable,
 )
@@ -239,7 +240,7 @@ class Runner:
         if action == "start":
             self.sysv_running = True
             self.env.engine.up = True
-            install = te.parse_settings(open(self.env.settings).read())["TRACTOR_INSTALL_DIR"]
+            install = ts.parse_settings(open(self.env.settings).read())["TRACTOR_INSTALL_DIR"]
             version = os.path.basename(install).split("-")[1]
             self.env.engine.version, self.env.engine.build = version, BUILDS[version][0]
             return 0, "Starting tractor-engine: ok", ""
@@ -449,7 +450,7 @@ def env(tmp_path, monkeypatch):
     ("auto", True, None, False, "direct"),
 ])
 def test_choose_service_manager(requested, booted, unit, script_ok, expected):
-    name, reason = te.choose_service_manager(requested, booted, unit, "/etc/init.d/tractor-engine", script_ok)
+    name, reason = ts.choose_service_manager(requested, booted, unit, "/etc/init.d/tractor-engine", script_ok)
     assert name == expected
     assert reason
     if requested == "auto" and expected == "direct":
@@ -457,11 +458,11 @@ def test_choose_service_manager(requested, booted, unit, script_ok, expected):
 
 
 def test_choose_service_manager_reasons():
-    assert te.choose_service_manager("auto", False, None, "/x", False)[1] == \
+    assert ts.choose_service_manager("auto", False, None, "/x", False)[1] == \
         "systemd is not the init system, no executable init script /x"
-    assert te.choose_service_manager("auto", True, None, "/x", False)[1] == \
+    assert ts.choose_service_manager("auto", True, None, "/x", False)[1] == \
         "no systemd unit installed, no executable init script /x"
-    assert te.choose_service_manager("direct", True, "/u", "/x", True)[1] == "requested"
+    assert ts.choose_service_manager("direct", True, "/u", "/x", True)[1] == "requested"
 
 
 def test_parse_settings():
@@ -472,10 +473,10 @@ def test_parse_settings():
             'TRACTOR_ENGINE_OPTIONS="--log=/x.log"  \n'
             'PLAIN=value # trailing comment\n'
             'not an assignment\n')
-    assert te.parse_settings(text) == {
+    assert ts.parse_settings(text) == {
         "TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.2", "TRACTOR_CONFIG_DIR": "/site config",
         "OPTIONS": "--log=/var/log/e.log --debug", "TRACTOR_ENGINE_OPTIONS": "--log=/x.log", "PLAIN": "value"}
-    assert te.parse_settings(None) == {}
+    assert ts.parse_settings(None) == {}
 
 
 def test_update_settings_rewrites_in_place_and_appends():
@@ -483,18 +484,18 @@ def test_update_settings_rewrites_in_place_and_appends():
             "TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.2\n"
             "OPTIONS=\"\"\n"
             "TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.1\n")
-    new = te.update_settings(text, {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
+    new = ts.update_settings(text, {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
                                     "TRACTOR_CONFIG_DIR": "/site/with space"})
     lines = new.splitlines()
     assert lines[0] == "# The installation"
     assert lines[1] == "TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.2"    # the last assignment wins...
     assert lines[3] == "TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.4"    # ...so that one is rewritten
     assert lines[-1] == 'TRACTOR_CONFIG_DIR="/site/with space"'
-    assert te.parse_settings(new)["TRACTOR_INSTALL_DIR"] == "/opt/pixar/Tractor-2.4"
-    assert te.parse_settings(new)["TRACTOR_CONFIG_DIR"] == "/site/with space"
-    assert te.update_settings(new, {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
+    assert ts.parse_settings(new)["TRACTOR_INSTALL_DIR"] == "/opt/pixar/Tractor-2.4"
+    assert ts.parse_settings(new)["TRACTOR_CONFIG_DIR"] == "/site/with space"
+    assert ts.update_settings(new, {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
                                     "TRACTOR_CONFIG_DIR": "/site/with space"}) == new
-    assert te.update_settings("", {"A": "b"}).endswith("A=b\n")
+    assert ts.update_settings("", {"A": "b"}).endswith("A=b\n")
 
 
 def test_parse_unit_environment():
@@ -502,7 +503,7 @@ def test_parse_unit_environment():
             'Environment="TRACTOR_INSTALL_DIR=/opt/pixar/Tractor-2.4"\n'
             'Environment="TRACTOR_CONFIG_DIR=/cfg" "OPTIONS="\n'
             'EnvironmentFile=-/etc/sysconfig/tractor-engine\n')
-    assert te.parse_unit_environment(unit) == {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
+    assert ts.parse_unit_environment(unit) == {"TRACTOR_INSTALL_DIR": "/opt/pixar/Tractor-2.4",
                                                "TRACTOR_CONFIG_DIR": "/cfg", "OPTIONS": ""}
 
 
@@ -515,44 +516,9 @@ def test_parse_unit_environment():
     (None, None),
 ])
 def test_log_option(options, expected):
-    assert te.log_option(options) == expected
+    assert ts.log_option(options) == expected
 
 
-def test_engine_argv_and_version_from_argv():
-    emulated = ["/usr/bin/python3", "-m", "tractor_emulator.launch", "--tractor-version", "2.2", "--install-root",
-                "/opt/pixar/Tractor-2.2", "tractor-engine", "--configdir", "/cfg"]
-    assert te.is_engine_argv(emulated) and te.version_from_argv(emulated) == "2.2"
-    assert te.is_engine_argv(["/opt/pixar/Tractor-2.4/bin/tractor-engine"])
-    assert te.version_from_argv(["/opt/pixar/Tractor-2.4/bin/tractor-engine"]) == "2.4"
-    assert not te.is_engine_argv(["/bin/sh", "/etc/init.d/tractor-engine.sh", "start"])
-    assert not te.is_engine_argv(["/opt/pixar/Tractor-2.4/bin/tractor-dbctl", "--start-for-engine"])
-    assert te.version_from_argv(["/usr/local/tractor/bin/tractor-engine"]) is None
-
-
-def test_pid_alive_and_zombies():
-    assert te.pid_alive(os.getpid())
-    assert not te.pid_alive(None) and not te.pid_alive(0)
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert te.pid_alive(proc.pid)
-    proc.kill()
-    deadline = time.monotonic() + 5
-    while os.path.exists("/proc/%d" % proc.pid) and te.pid_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert os.path.exists("/proc/%d" % proc.pid)  # not reaped yet: a zombie
-    assert not te.pid_alive(proc.pid)
-    proc.wait()
-    assert not te.pid_alive(proc.pid)
-
-
-def test_tail_file(tmp_path):
-    log = tmp_path / "engine.log"
-    log.write_text("".join("line %d\n\n" % n for n in range(40)))
-    assert te.tail_file(str(log), 3) == ["line 37", "line 38", "line 39"]
-    assert te.tail_file(str(tmp_path / "missing")) == []
-    assert te.tail_file(None) == []
-
-
-# -- started ---------------------------------------------------------------------------------------
 def test_started_from_stopped_runs_the_engine_directly(env):
     result = env.ok(**env.args("2.2", state="started"))
     assert result["changed"] and result["state"] == "running"
@@ -1146,7 +1112,7 @@ def test_sysv_auto_start_and_upgrade(env):
         "set TRACTOR_INSTALL_DIR=%s in %s" % (env.installs["2.2"], env.settings),
         "%s start" % env.init_script]
     assert result["pidfile"] == "/var/run/tractor-engine.pid" and result["log_file"] == env.log
-    settings = te.parse_settings(open(env.settings).read())
+    settings = ts.parse_settings(open(env.settings).read())
     assert settings["TRACTOR_INSTALL_DIR"] == env.installs["2.2"] and "TRACTOR_CONFIG_DIR" not in settings
     assert open(env.settings).read().startswith("# site settings\n")
     assert result["diff"]["after"]["service_settings"]["TRACTOR_INSTALL_DIR"] == env.installs["2.2"]
