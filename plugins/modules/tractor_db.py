@@ -398,7 +398,9 @@ msg:
     it was left as it is, or (O(force=true)) restored again.
   returned: when O(state=restore) found its own earlier restore
   type: str
-  sample: "/var/spool/tractor/psql still holds the restore of /backups/x.tgz (made 2024-05-01T12:00:00Z); jobs added since are kept. force: true restores the archive again"
+  sample: >-
+    /var/spool/tractor/psql still holds the restore of /backups/x.tgz (made 2024-05-01T12:00:00Z); jobs
+    added since are kept. force: true restores the archive again
 restore:
   description: The restore marker (what the data directory was restored from).
   returned: when O(state=restore)

@@ -527,7 +527,6 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl i
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dispatch import Dispatch, DispatchError
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import (
     DISPATCH_STATE_QUERY, DISPATCH_SWITCH_QUERY, EngineClient, EngineRefused, EngineUnavailable, ReplyUnrecognised,
-    parse_server_header,
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_process import (
@@ -566,6 +565,7 @@ PROBE_TIMEOUT = 5        # seconds for one URL API request
 # command, and each look is a tractorselect the engine answers from its database.
 CONFIRM_POLL = 1.0
 MSG_LOG_LINES = 10       # of which in the failure message
+
 
 # ---------------------------------------------------------------------------------------------
 # The engine

@@ -69,7 +69,7 @@ def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(fa
     pid = engine_status(site)["pid"]
     size = sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(site.db_dir) for n in names)
     # room for the archive (1x) but not for the scratch copy of the restore check beside it (2x)
-    room = os.path.join(farm.base, "one-and-a-half")
+    room = farm.backups + "-one-and-a-half"  # beside the farm's backups: the EngineOwner can reach it
     os.makedirs(room)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size * 1.5)},mode=0755", "tmpfs", room], check=True)
     try:

@@ -71,6 +71,12 @@ def test_login_without_a_tsid_is_unrecognised(monkeypatch):
         tc.EngineClient("localhost:80").login()
 
 
+def raises(error):
+    def reply():
+        raise error
+    return reply
+
+
 @pytest.mark.parametrize("reply, expected", [
     # a healthy engine: version and build from the Server header only
     (lambda: ({"rc": 0}, {"Server": HTTP_24_SERVER}),
@@ -79,10 +85,10 @@ def test_login_without_a_tsid_is_unrecognised(monkeypatch):
     (lambda: ({"rc": 0}, {"Server": "nginx/1.22"}),
      dict(answered=True, healthy=False, version=None, build=None, error="not as a Tractor engine")),
     # an engine that refuses (HTTP 503 during its schema upgrade): its header still names it
-    (lambda: (_ for _ in ()).throw(tc.EngineRefused("busy", headers={"Server": HTTP_24_SERVER}, status=503)),
+    (raises(tc.EngineRefused("busy", headers={"Server": HTTP_24_SERVER}, status=503)),
      dict(answered=True, healthy=False, version="2.4", build="2091325", error="refused (HTTP 503)")),
     # nothing listens
-    (lambda: (_ for _ in ()).throw(tc.EngineUnavailable("connection refused")),
+    (raises(tc.EngineUnavailable("connection refused")),
      dict(answered=False, healthy=False, version=None, build=None, error="connection refused")),
 ])
 def test_probe_is_one_rule_for_every_module(monkeypatch, reply, expected):
