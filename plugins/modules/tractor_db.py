@@ -46,6 +46,7 @@ attributes:
     support: full
     details:
       - O(state=started) and O(state=stopped) compare with C(tractor-dbctl --status).
+      - O(state=copy) does nothing when O(path) already holds a finished copy of this C(DBDataDir).
       - O(state=backup) does nothing when O(path) already exists and matches its C(.sha256)
         file and manifest (like C(creates)); it does not compare the archive with the live data.
         O(force=true) replaces it.
@@ -66,6 +67,13 @@ options:
       - V(stopped) runs C(tractor-dbctl --stop) when the server runs. It refuses while anything
         listens on the engine's port, unless O(force=true) (the runbook says not to stop the
         database under a running engine).
+      - V(copy) copies the stopped C(DBDataDir) into the new directory O(path) (C(cp -a), sharing
+        blocks with a reflink where the filesystem supports it, as Btrfs and XFS do), so that the
+        engine can serve again while O(state=backup) with O(source) writes and verifies the archive
+        from the copy. Same preflight as V(backup) (the engine must not answer, the server must be
+        stopped or O(stop_database=true), room for the copy). The copy is made under
+        C(<path>.partial) and renamed when it is on disk, with C(renderfarm-tractor-copy.json)
+        written last. Does nothing when O(path) already holds a finished copy of this C(DBDataDir).
       - V(backup) writes the archive O(path). Preflight, in check mode too, before anything is
         touched - the engine must not answer on its C(ListenerPort) (stop it first); the database
         server must be stopped (or O(stop_database=true)); the destination directory must be
@@ -88,7 +96,7 @@ options:
         O(renderfarm.tractor.tractor_engine#module:dispatching=running) must not resume them
         in another.
     type: str
-    choices: [status, started, stopped, backup, verify, restore, absent]
+    choices: [status, started, stopped, copy, backup, verify, restore, absent]
     default: status
   path:
     description:
@@ -97,8 +105,17 @@ options:
         the backup that must verify before the data directory is emptied.
       - For O(state=backup) its directory must exist; the archive is written there under a
         temporary name, checked, and renamed into place, mode 0600, owned by the EngineOwner.
+      - For O(state=copy) the new directory of the copy (required); its parent must exist.
     type: path
     aliases: [archive, backup, dest]
+  source:
+    description:
+      - For O(state=backup). A finished copy made with O(state=copy) to archive instead of
+        C(DBDataDir). The engine and its database may run meanwhile (the copy was taken while they
+        were stopped), so the checks on them are skipped. Needs O(method=native).
+      - The copy is removed once the archive is written, before the restore check, which then has
+        its room; the manifest's C(source.copy) names it.
+    type: path
   method:
     description:
       - How O(state=backup) writes the archive.
@@ -270,6 +287,23 @@ EXAMPLES = r'''
     version: "2.4"
     config_dir: /opt/pixar/config
     state: stopped
+
+# A short stop: copy while the engine is stopped, start it, archive the copy while it serves.
+- name: Copy the stopped job database
+  renderfarm.tractor.tractor_db:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: copy
+    path: /backups/tractor/.copy-job-db-2.2
+    stop_database: true
+
+- name: Archive and verify the copy (the engine may run again meanwhile)
+  renderfarm.tractor.tractor_db:
+    version: "2.2"
+    config_dir: /opt/pixar/config
+    state: backup
+    source: /backups/tractor/.copy-job-db-2.2
+    path: /backups/tractor/job-db-2.2.tgz
 '''
 
 RETURN = r'''
@@ -393,6 +427,13 @@ checks:
   returned: when an archive was verified
   type: list
   elements: str
+copy:
+  description: For O(state=copy) the copy made (or found), for O(state=backup) with O(source) the copy archived.
+  returned: when O(state=copy), or O(state=backup) with O(source)
+  type: dict
+  sample: {"path": "/backups/render01/.copy-20261206T101112Z", "db_data_dir": "/var/spool/tractor/psql",
+           "top": "psql", "size": 52428800, "method": "copy", "seconds": 0.8,
+           "created": "2026-12-06T10:11:13Z", "system_identifier": "7301234567890123456"}
 msg:
   description: For O(state=restore) when the data directory already held a restore of this archive - that
     it was left as it is, or (O(force=true)) restored again.
@@ -423,7 +464,9 @@ import errno
 import json
 import os
 import pwd
+import shutil
 import socket
+import time
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
@@ -439,10 +482,12 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as archive_utils
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
 
-STATES = ['status', 'started', 'stopped', 'backup', 'verify', 'restore', 'absent']
+STATES = ['status', 'started', 'stopped', 'copy', 'backup', 'verify', 'restore', 'absent']
 MAX_WORKERS = 256
 DEFAULT_VERIFY = dict(backup='restore', verify='restore', restore='archive', absent='archive')
 MARKER_TEMPLATE = '.renderfarm-tractor-restore.%s.json'
+# Written last into a finished copy (state=copy): a directory without it is an interrupted copy.
+COPY_MARKER = 'renderfarm-tractor-copy.json'
 STOP_HINT = ('stop the engine first (renderfarm.tractor.tractor_engine state=stopped, or your service '
              'manager): the Upgrading runbook requires the engine and the database to be stopped')
 
@@ -463,6 +508,7 @@ def argument_spec():
         workers=dict(type='int'),
         free_space_factor=dict(type='float', default=1.0),
         verified_archive=dict(type='dict'),
+        source=dict(type='path'),
     )
     return spec
 
@@ -906,6 +952,105 @@ class TractorDb(object):
         self.result['backup'] = dict(path=path, sha256_path=sha_path, manifest_path=manifest_path, created=False,
                                      manifest=manifest)
 
+    def backup_source(self):
+        """(copy directory or None, directory to archive): O(source) must be a finished copy of this DBDataDir."""
+        source = self.params['source']
+        if not source:
+            return None, self.db_dir
+        source = source.rstrip('/') or '/'
+        found = read_marker(os.path.join(source, COPY_MARKER))
+        if found is None:
+            self.fail('source %s is not a finished copy (no %s): make it with state=copy while the database is '
+                      'stopped' % (source, COPY_MARKER))
+        if found.get('db_data_dir') != self.db_dir or found.get('top') != self.top:
+            self.fail('source %s is a copy of %s, not of this DBDataDir %s' % (source, found.get('db_data_dir'),
+                                                                            self.db_dir))
+        if self.params['method'] != 'native':
+            self.fail('source needs method=native: tractor-dbctl --backup archives DBDataDir itself')
+        self.result['copy'] = found
+        return source, os.path.join(source, self.top)
+
+    def state_copy(self):
+        """A copy of the stopped DBDataDir in the new directory path, so that the engine can serve
+        again while state=backup source=path writes and verifies the archive from the copy."""
+        path = self.params['path'].rstrip('/') or '/'
+        parent = os.path.dirname(path)
+        marker_file = os.path.join(path, COPY_MARKER)
+        found = read_marker(marker_file)
+        if found is not None:
+            if found.get('db_data_dir') != self.db_dir:
+                self.fail('%s is a copy of %s, not of this DBDataDir %s: give another path'
+                          % (path, found.get('db_data_dir'), self.db_dir))
+            self.result['copy'] = found
+            self.result['status'] = self.read_status()
+            return
+        if os.path.lexists(path):
+            self.fail('%s exists but holds no finished copy (no %s): it is what an interrupted copy left; remove it '
+                      'and run again' % (path, COPY_MARKER))
+        if not os.path.isdir(parent):
+            self.fail('the directory %s does not exist: create it first (on the filesystem of the backups)' % parent)
+        real_db = os.path.realpath(self.db_dir)
+        if os.path.realpath(path).startswith(real_db + os.sep):
+            self.fail('path %s is inside DBDataDir %s: copy it elsewhere' % (path, self.db_dir))
+        if not os.path.exists(os.path.join(self.db_dir, 'PG_VERSION')):
+            self.fail('%s holds no PostgreSQL cluster (no PG_VERSION): nothing to copy. Check DBDataDir in '
+                      'db.config (config_dir %s)' % (self.db_dir, self.tm.config_dir))
+        # -- every check before the first change --
+        self.refuse_if_engine('a copy of the job database')
+        before = self.read_status()
+        self.result['status'] = before
+        if before['running'] and not self.params['stop_database']:
+            self.fail('the job database server is running on %s: stop it first (state=stopped), or set '
+                      'stop_database: true -- a consistent copy needs it stopped' % self.db_dir, status=before)
+        size = archive_utils.dir_size(self.db_dir)
+        free = archive_utils.free_bytes(parent)
+        if self.params['free_space_factor'] > 0 and free < size:
+            self.fail('not enough free space in %s for a copy of %s: %s needed, %s free; free space or choose '
+                      'another path' % (parent, self.db_dir, archive_utils.human_size(size),
+                                        archive_utils.human_size(free)))
+        # -- the changes --
+        if before['running']:
+            self.dbctl.change('--stop')
+        partial = path + '.partial'
+        copy = dict(db_data_dir=self.db_dir, top=self.top, size=size, path=path)
+        if self.tm.record('copy %s to %s (cp -a, a reflink where the filesystem has them), then rename it to %s'
+                          % (self.db_dir, os.path.join(partial, self.top), path)):
+            if os.path.lexists(partial):
+                shutil.rmtree(partial)
+            os.mkdir(partial, 0o700)
+            started = time.time()
+            copy['method'] = self.copy_tree(self.db_dir, os.path.join(partial, self.top))
+            copy.update(seconds=round(time.time() - started, 3), created=archive_utils.utc_now(),
+                        system_identifier=(archive_utils.data_dir_identity(
+                            os.path.join(partial, self.top)) or {}).get('system_identifier'))
+            # on disk before it counts as a copy: the marker comes last, then the rename
+            self.tm.run([self.tm.module.get_bin_path('sync', required=True), '-f', partial], owner=False)
+            archive_utils.write_text_atomic(os.path.join(partial, COPY_MARKER),
+                                            json.dumps(copy, indent=2, sort_keys=True) + '\n')
+            os.rename(partial, path)
+            archive_utils.fsync_dir(parent)
+        self.result['copy'] = copy
+        after = dict(before, running=False, reachable=False, database_exists=None)
+        self.result['status'] = after
+        self.set_diff(dict(copy=path, exists=False, database=before), dict(copy=path, exists=True, database=after))
+
+    def copy_tree(self, src, dst):
+        """cp -a, sharing the blocks (reflink) where the filesystem can; returns the way it copied."""
+        cp = self.tm.module.get_bin_path('cp', required=True)
+        rc, out, err = self.tm.run([cp, '-a', '--reflink=always', src, dst], owner=False)
+        if rc == 0:
+            return 'reflink'
+        if os.path.lexists(dst):
+            shutil.rmtree(dst)
+        argv = [cp, '-a', src, dst]
+        rc, out, err = self.tm.run(argv, owner=False)
+        if rc != 0:
+            if os.path.lexists(dst):
+                shutil.rmtree(dst)
+            self.tm.fail_command('copying %s failed (nothing was left behind; the job database was not changed)'
+                                 % src, argv, rc, out, err)
+        return 'copy'
+
     def state_backup(self):
         path = self.params['path']
         dest = os.path.dirname(path)
@@ -933,12 +1078,15 @@ class TractorDb(object):
             self.set_diff(dict(archive=path, exists=True), dict(archive=path, exists=True))
             return
         # -- preflight, in check mode too, before anything is touched --
-        if not os.path.isdir(self.db_dir) or not os.path.exists(os.path.join(self.db_dir, 'PG_VERSION')):
+        source, src_dir = self.backup_source()
+        if source is None and (not os.path.isdir(self.db_dir)
+                               or not os.path.exists(os.path.join(self.db_dir, 'PG_VERSION'))):
             self.fail('%s holds no PostgreSQL cluster (no PG_VERSION): nothing to back up. Check DBDataDir in '
                       'db.config (config_dir %s)' % (self.db_dir, self.tm.config_dir))
-        self.refuse_if_engine('a backup')
+        if source is None:
+            self.refuse_if_engine('a backup')
         before = self.read_status()
-        if before['running'] and not self.params['stop_database']:
+        if source is None and before['running'] and not self.params['stop_database']:
             self.fail('the job database server is running on %s: stop it first (state=stopped, or tractor-dbctl '
                       '--stop), or set stop_database: true -- the backup needs it stopped (Upgrading runbook)'
                       % self.db_dir, status=before)
@@ -946,7 +1094,7 @@ class TractorDb(object):
             self.fail('the EngineOwner %s cannot write the backup directory %s: chown/chmod it (the archive is '
                       'owned by the EngineOwner, and tractor-dbctl --backup writes as that account)'
                       % (self.owner_name(), dest))
-        size = archive_utils.dir_size(self.db_dir)
+        size = archive_utils.dir_size(src_dir)
         need = int(size * max(0.0, self.params['free_space_factor']))
         scratch = None
         if self.verify_level == 'restore':
@@ -956,14 +1104,16 @@ class TractorDb(object):
             self.fail('not enough free space in %s: %s free, %s required (%s x the %s of %s); free space, choose '
                       'another path, or lower free_space_factor' % (
                           dest, archive_utils.human_size(free), archive_utils.human_size(need),
-                          self.params['free_space_factor'], archive_utils.human_size(size), self.db_dir))
+                          self.params['free_space_factor'], archive_utils.human_size(size), src_dir))
         if scratch is not None:
-            self.check_scratch_space(scratch, size, also=need, also_path=dest)
+            # a copy on the scratch filesystem is removed before the restore check: its room is the scratch's
+            if source is None or not archive_utils.same_filesystem(scratch, source):
+                self.check_scratch_space(scratch, size, also=need, also_path=dest)
             self.pg_bindir(self.data_dir_pg_version())  # no PostgreSQL to verify with: fail before any change
 
         # -- the changes --
         live_params = None
-        if before['running']:
+        if source is None and before['running']:
             if self.verify_level == 'archive' and not self.module.check_mode:
                 live_params = self.read_params(before)
             self.dbctl.change('--stop')
@@ -971,7 +1121,9 @@ class TractorDb(object):
         if self.module.check_mode:
             if method == 'native':
                 self.tm.record('write %s: tar of %s, gzip level %d on %d threads (temporary name, renamed when '
-                               'verified)' % (path, self.db_dir, level, workers))
+                               'verified)' % (path, src_dir, level, workers))
+                if source is not None:
+                    self.tm.record('remove the copy %s once the archive is written' % source)
             else:
                 self.tm.change(self.dbctl.argv('--backup', path))
             self.tm.record('verify %s (%s)' % (path, self.verify_level))
@@ -990,15 +1142,19 @@ class TractorDb(object):
             temp_path = temp.path
             if method == 'native':
                 self.tm.record('write %s (renamed to %s once verified): tar of %s, gzip level %d on %d threads'
-                               % (temp_path, path, self.db_dir, level, workers))
+                               % (temp_path, path, src_dir, level, workers))
                 try:
-                    written = archive_utils.write_archive(self.db_dir, temp, level=level, workers=workers,
+                    written = archive_utils.write_archive(src_dir, temp, level=level, workers=workers,
                                                           arcname=self.top)
                     temp.finish()
                 except (IOError, OSError) as exc:
                     self.fail('writing %s failed: %s%s' % (
                         temp_path, exc, ' (the disk is full: free space or choose another path)'
                         if archive_utils.is_no_space(exc) else ''))
+                if source is not None:
+                    # the archive holds it now; its room is what the restore check needs
+                    self.tm.record('remove the copy %s' % source)
+                    shutil.rmtree(source)
                 tools = dict(writer='renderfarm.tractor native writer (Python tarfile, %d gzip members)'
                              % written['gzip_members'])
                 if written['skipped']:
@@ -1036,7 +1192,8 @@ class TractorDb(object):
             manifest = archive_utils.build_manifest(
                 path, info, method,
                 source=dict(host=socket.getfqdn(), db_data_dir=self.db_dir, config_dir=self.tm.config_dir,
-                            install_dir=self.tm.install_dir, engine_owner=self.owner_name()),
+                            install_dir=self.tm.install_dir, engine_owner=self.owner_name(),
+                            copy=source, copy_created=(self.result.get('copy') or {}).get('created')),
                 engine=self.engine_version(), params_source=params_source, verification=verification,
                 tools=tools)
             # The sidecars are written in full under temporary names first and renamed only then, with
@@ -1251,9 +1408,10 @@ class TractorDb(object):
         if not self.params['free_space_factor'] >= 0:
             self.fail('free_space_factor must be >= 0 (0 turns the free space check off), not %s'
                       % self.params['free_space_factor'])
-        if self.state in ('backup', 'restore', 'verify') and not self.params['path']:
-            self.fail('state=%s needs path: the backup archive' % self.state)
-        for option in ('path', 'scratch_dir', 'pg_bindir'):
+        if self.state in ('copy', 'backup', 'restore', 'verify') and not self.params['path']:
+            self.fail('state=%s needs path: %s' % (self.state, 'the directory of the copy' if self.state == 'copy'
+                                                     else 'the backup archive'))
+        for option in ('path', 'scratch_dir', 'pg_bindir', 'source'):
             value = self.params[option]
             if value and not os.path.isabs(value):
                 self.fail('%s must be an absolute path, not %s' % (option, value))

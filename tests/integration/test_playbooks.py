@@ -62,6 +62,30 @@ def test_backup_retention_and_restart(farm, site):
     assert report["engines"][0]["result"] == "ok" and report["engines"][0]["pruned"] == first
 
 
+def test_backup_copies_while_stopped_and_archives_while_the_engine_serves(farm, site):
+    farm.add("prod", site, "2.2")
+    engine = farm.start("prod", "2.2")
+    jid = engine.spool({"title": "j", "tasks": [{"title": "t", "argv": ["true"]}]})
+    # what an interrupted run left: a finished copy and a partial one
+    leftovers = [os.path.join(farm.backups, "prod", name) for name in (".copy-old", ".copy-older.partial")]
+    for path in leftovers:
+        os.makedirs(os.path.join(path, "psql"))
+    farm.play("backup")
+    archive = glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))[0]
+    manifest = json.load(open(archive + ".manifest.json"))
+    # The engine served again before the archive was complete: it started before the manifest,
+    # the last file of a backup, was written (emulator uptime, 0.1 s steps, against the file's mtime).
+    status = engine_status(site)
+    engine_started = time.time() - status["uptime"]
+    assert engine_started + 0.2 < os.stat(archive + ".manifest.json").st_mtime, (engine_started, manifest["created"])
+    assert manifest["source"]["copy"].startswith(os.path.join(farm.backups, "prod", ".copy-"))
+    assert manifest["jidcounter"] in (str(jid), jid) and manifest["params_source"] == "restore-verification"
+    # no copy is left, the interrupted run's included
+    assert not [name for name in os.listdir(os.path.join(farm.backups, "prod")) if name.startswith(".copy-")]
+    entry = farm.report("backup")["engines"][0]
+    assert entry["copy_first"] is True and 0 < float(entry["downtime"]) < float(entry["duration"]), entry
+
+
 def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(farm, site):
     farm.add("prod", site, "2.2")
     engine = farm.start("prod", "2.2")
@@ -75,10 +99,11 @@ def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(fa
     try:
         proc = farm.play("backup", expect_ok=False, backup_dir=room)
         out = " ".join((proc.stdout + proc.stderr).split())
-        assert "the archive, and a scratch copy for its restore check" in out and "Nothing was changed" in out
+        assert ("the archive, and a copy of the database beside it: the copy taken while the engine is stopped, "
+                "then the scratch copy of its restore check") in out and "Nothing was changed" in out
         assert engine_status(site)["pid"] == pid and os.listdir(room) == []  # refused before the stop
-        # verified without a scratch restore, 1x is enough: the same directory takes the backup
-        farm.play("backup", backup_dir=room, backup_verify="archive")
+        # no copy first and no scratch restore: 1x is enough, the same directory takes the backup
+        farm.play("backup", backup_dir=room, backup_verify="archive", backup_copy_while_stopped=False)
         assert glob.glob(os.path.join(room, "prod", "*.tgz")) and engine_status(site)["version"] == "2.2"
     finally:
         subprocess.run(["umount", "-l", room], check=False)

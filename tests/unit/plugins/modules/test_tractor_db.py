@@ -197,6 +197,22 @@ class FakeHost(object):
     def do_test(self, argv):
         return self.test_rc, "", ""
 
+    # cp -a [--reflink=always] SRC DST: a real copy; reflinks only when the test says the
+    # filesystem has them (cp fails at once otherwise, as on ext4 or tmpfs)
+    reflinks = False
+
+    def do_cp(self, argv):
+        src, dst = argv[-2], argv[-1]
+        if "--reflink=always" in argv and not self.reflinks:
+            os.makedirs(dst)  # what cp leaves behind before it gives up
+            return 1, "", "cp: failed to clone '%s': Operation not supported\n" % dst
+        shutil.copytree(src, dst, symlinks=True)
+        return 0, "", ""
+
+    def do_sync(self, argv):
+        assert argv[1] == "-f"
+        return 0, "", ""
+
     def do_tractor_engine(self, argv):
         assert argv[1:] == ["--version"]
         return 0, BANNER, ""
@@ -536,6 +552,56 @@ def test_backup_check_mode_writes_nothing(site, host, run, pg_bindir):
     assert result["commands"][0].endswith("--stop") and result["commands"][1].startswith("write %s" % path)
     assert result["diff"]["before"]["exists"] is False and result["diff"]["after"]["exists"] is True
     assert "--stop" not in host.ops()
+
+
+def test_copy_while_stopped_then_archive_the_copy(site, host, run, pg_bindir):
+    site.make_cluster()
+    host.running = True
+    copy = os.path.join(site.backups, ".copy-job-db")
+    # check mode: planned, nothing copied, the server still running
+    planned = ok(run(site.args(state="copy", path=copy, stop_database=True), check=True))
+    assert planned["changed"] is True and host.running and not os.path.exists(copy)
+    assert planned["commands"][0].endswith("--stop") and planned["commands"][1].startswith("copy %s" % site.db_dir)
+    # refused while the server runs, unless stop_database
+    assert "stop it first" in failed(run(site.args(state="copy", path=copy)))
+
+    made = ok(run(site.args(state="copy", path=copy, stop_database=True)))
+    assert made["changed"] is True and not host.running
+    assert sorted(os.listdir(copy)) == ["psql", "renderfarm-tractor-copy.json"]
+    assert made["copy"]["method"] == "copy" and made["copy"]["system_identifier"] == str(SYSID)  # no reflinks here
+    assert sorted(os.listdir(os.path.join(copy, "psql"))) == sorted(os.listdir(site.db_dir))
+    again = ok(run(site.args(state="copy", path=copy)))
+    assert again["changed"] is False and again["copy"]["created"] == made["copy"]["created"]
+
+    # the engine serves again meanwhile: the archive comes from the copy, which is then removed
+    host.running = True
+    path = os.path.join(site.backups, "job-db.tgz")
+    result = ok(run(site.args(state="backup", path=path, source=copy, pg_bindir=pg_bindir)))
+    assert result["backup"]["created"] is True and not os.path.exists(copy) and host.running
+    assert host.ops().count("--stop") == 1  # the copy's: the archive of the copy left the server alone
+    manifest = result["backup"]["manifest"]
+    assert manifest["source"]["copy"] == copy and manifest["top_level"] == "psql"
+    assert manifest["params_source"] == "restore-verification" and manifest["jidcounter"] == "41"
+    commands = result["commands"]
+    assert commands.index("remove the copy %s" % copy) < [i for i, c in enumerate(commands) if c.startswith("rename")][0]
+
+
+def test_copy_uses_reflinks_and_refuses_leftovers_and_strangers(site, host, run):
+    site.make_cluster()
+    host.reflinks = True
+    copy = os.path.join(site.backups, ".copy-a")
+    assert ok(run(site.args(state="copy", path=copy)))["copy"]["method"] == "reflink"
+    # an interrupted copy (no marker) is not taken for a copy
+    os.makedirs(os.path.join(site.backups, ".copy-b", "psql"))
+    msg = failed(run(site.args(state="copy", path=os.path.join(site.backups, ".copy-b"))))
+    assert "holds no finished copy" in msg and "remove it" in msg
+    msg = failed(run(site.args(state="backup", path=os.path.join(site.backups, "x.tgz"),
+                               source=os.path.join(site.backups, ".copy-b"))))
+    assert "is not a finished copy" in msg and not os.path.exists(os.path.join(site.backups, "x.tgz"))
+    # tractor-dbctl --backup archives DBDataDir itself, never a copy
+    msg = failed(run(site.args(state="backup", path=os.path.join(site.backups, "x.tgz"), source=copy,
+                               method="dbctl")))
+    assert "source needs method=native" in msg and os.path.isdir(copy)
 
 
 def test_backup_by_dbctl(site, host, run):
