@@ -1,4 +1,4 @@
-"""The native backup's code path without Ansible: tractor_archive.write_archive() to a file.
+"""The native backup's code path without Ansible: tractor_targz.write_archive() to a file.
 
     python3 bench/native_backup.py SRC_DIR ARCHIVE [WORKERS] [LEVEL]
 
@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.environ.get("BENCH_COLLECTIONS")
                 or os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, ".collections"))
 
-from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive  # noqa: E402
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz  # noqa: E402
 
 
 def main():
@@ -23,7 +23,7 @@ def main():
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else min(8, os.cpu_count() or 1)
     level = int(sys.argv[4]) if len(sys.argv) > 4 else 6
     with open(archive, "wb") as out:
-        result = tractor_archive.write_archive(src, out, level=level, workers=workers)
+        result = tractor_targz.write_archive(src, out, level=level, workers=workers)
     result.pop("skipped", None)
     print(json.dumps(dict(result, workers=workers, level=level)))
 

@@ -250,7 +250,7 @@ def page(r: dict, results_path: Path) -> str:
         "",
         "* **dbctl backup**: `tractor-dbctl --backup FILE` as the EngineOwner: `tar cfz` of `psql/`, one gzip process.",
         "* **I/O floor**: `tar cf - psql | wc -c`: reading the directory without compressing.",
-        "* **native (direct)**: `tractor_archive.write_archive()` in a fresh `python3` (bench/native_backup.py),"
+        "* **native (direct)**: `tractor_targz.write_archive()` in a fresh `python3` (bench/native_backup.py),"
         " the code path of `tractor_db state=backup method=native` without Ansible: tar in Python, gzip blocks on"
         " as many threads as CPUs.",
         "* **native (module)**: `ansible localhost -m renderfarm.tractor.tractor_db -a 'state=backup verify=archive"
@@ -457,7 +457,7 @@ def fixes_section(r: dict) -> list[str]:
         "## What the bench changed, and what remains", "",
         "Fixed earlier in issue 8 (already in the baseline commit; measured by the first bench runs):",
         "",
-        "* **Native backup writer** (`plugins/module_utils/tractor_archive.py`): every byte is copied once"
+        "* **Native backup writer** (`plugins/module_utils/tractor_targz.py`): every byte is copied once"
         " (the block buffer used to be grown and cut from the front), the tar is written in plain mode with"
         " a 1 MiB copy buffer. Same bytes out; on 226 MB of `psql/` the writer's CPU time fell from 8.5 to"
         " 6.3 CPU-s (1 thread, level 6).",

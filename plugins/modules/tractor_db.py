@@ -427,7 +427,7 @@ checks:
   returned: when an archive was verified
   type: list
   elements: str
-copy:
+db_copy:
   description: For O(state=copy) the copy made (or found), for O(state=backup) with O(source) the copy archived.
   returned: when O(state=copy), or O(state=backup) with O(source)
   type: dict
@@ -479,8 +479,11 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_dbctl i
 )
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_engine_client import EngineClient
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_install import banner_check, install_version
-from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as archive_utils
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_files as backup_files
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_inspect as archive_inspect
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_restore_check as restore_check
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz as targz
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import ArchiveError
 
 STATES = ['status', 'started', 'stopped', 'copy', 'backup', 'verify', 'restore', 'absent']
 MAX_WORKERS = 256
@@ -674,7 +677,7 @@ class TractorDb(object):
         status['data_dir_empty'] = not entries
         status['initialized'] = 'PG_VERSION' in entries
         # which cluster this is (a backup of it carries the same identifier): readable while it runs
-        status['system_identifier'] = (archive_utils.data_dir_identity(self.db_dir) or {}).get('system_identifier')
+        status['system_identifier'] = (archive_inspect.data_dir_identity(self.db_dir) or {}).get('system_identifier')
         status.update(self.dbctl.status())
         if not status['running']:
             status['database_exists'] = None
@@ -735,21 +738,21 @@ class TractorDb(object):
                   % (self.owner_name(), ' nor '.join(candidates)))
 
     def check_scratch_space(self, scratch, needed, also=0, also_path=None):
-        total = needed + (also if also_path and archive_utils.same_filesystem(scratch, also_path) else 0)
-        free = archive_utils.free_bytes(scratch)
+        total = needed + (also if also_path and backup_files.same_filesystem(scratch, also_path) else 0)
+        free = backup_files.free_bytes(scratch)
         if free < total:
             self.fail('not enough free space in %s for the restore check: %s needed (the uncompressed data '
                       'directory%s), %s free; free some space, set scratch_dir elsewhere, or use verify: archive'
-                      % (scratch, archive_utils.human_size(total),
+                      % (scratch, backup_files.human_size(total),
                          ' plus the archive on the same filesystem' if total != needed else '',
-                         archive_utils.human_size(free)))
+                         backup_files.human_size(free)))
 
     def pg_bindir(self, want_major):
         def version_of(path):
             rc, out, err = self.tm.run([os.path.join(path, 'postgres'), '--version'], owner=False)
             return out if rc == 0 else ''
         try:
-            return archive_utils.find_pg_bindir(self.tm.install_dir, want_major=want_major,
+            return restore_check.find_pg_bindir(self.tm.install_dir, want_major=want_major,
                                                 override=self.params['pg_bindir'], version_of=version_of)
         except ArchiveError as exc:
             self.fail(str(exc))
@@ -757,7 +760,7 @@ class TractorDb(object):
     def restore_check(self, path, inspection, scratch):
         bindir, major = self.pg_bindir(inspection.get('pg_version'))
         self.check_scratch_space(scratch, inspection.get('file_bytes') or 0)
-        check = archive_utils.RestoreCheck(
+        check = restore_check.RestoreCheck(
             path, self.top, scratch, bindir, self.run_read,
             dbname=str(self.tm.config.db_connection.get('dbname') or 'tractor'),
             uid=self.uid, gid=self.gid, timeout=self.params['timeout'])
@@ -793,7 +796,7 @@ class TractorDb(object):
                              'the archive is read again' % path)
             return None
         try:
-            now = archive_utils.file_identity(path)
+            now = backup_files.file_identity(path)
         except OSError:
             return None
         if any(now.get(key) != identity.get(key) for key in ('dev', 'ino', 'size', 'mtime_ns', 'ctime_ns')):
@@ -813,7 +816,7 @@ class TractorDb(object):
         expected = manifest = None
         if sidecars:
             try:
-                expected, manifest = archive_utils.read_sidecars(path)
+                expected, manifest = backup_files.read_sidecars(path)
             except ArchiveError as exc:
                 self.fail('%s: fix or remove it (the archive itself is checked once it is readable)' % exc)
         if manifest is not None:
@@ -821,16 +824,16 @@ class TractorDb(object):
         checks = []
         reused = self.reusable_verification(path)
         try:
-            info = reused or archive_utils.inspect_archive_identified(path, top=self.top)
+            info = reused or archive_inspect.inspect_archive_identified(path, top=self.top)
         except ArchiveError as exc:
             self.result['archive'] = exc.info
             msg = str(exc)
             if expected and exc.info.get('sha256') and exc.info['sha256'] != expected:
                 msg += '; its sha256 %s does not match %s (%s)' % (exc.info['sha256'],
-                                                                   archive_utils.sidecar_paths(path)[0], expected)
+                                                                   backup_files.sidecar_paths(path)[0], expected)
             self.fail(msg + '. The file is damaged or incomplete: do not restore it; use another backup')
         self.result['archive'] = info
-        sha_path = archive_utils.sidecar_paths(path)[0]
+        sha_path = backup_files.sidecar_paths(path)[0]
         if expected:
             if info['sha256'] != expected:
                 self.fail('the sha256 of %s is %s, but %s says %s: the file was changed or damaged after the backup; '
@@ -838,10 +841,10 @@ class TractorDb(object):
             checks.append('sha256 matches %s' % sha_path)
         elif sidecars:
             self.module.warn('%s has no %s file: its integrity rests on the gzip CRCs alone' % (path, sha_path))
-        problems = archive_utils.compare_manifest(manifest, info)
+        problems = backup_files.compare_manifest(manifest, info)
         if problems:
             self.fail('%s does not match its manifest %s: %s. Do not restore it; use another backup'
-                      % (path, archive_utils.sidecar_paths(path)[1], '; '.join(problems)))
+                      % (path, backup_files.sidecar_paths(path)[1], '; '.join(problems)))
         if manifest is not None:
             checks.append('size and sha256 match the manifest')
         if reused:
@@ -861,7 +864,7 @@ class TractorDb(object):
             scratch = scratch or self.choose_scratch(os.path.dirname(os.path.abspath(path)))
             verification = self.restore_check(path, info, scratch)
             self.result['verification'] = verification
-            problems = archive_utils.compare_manifest(manifest, info, verification)
+            problems = backup_files.compare_manifest(manifest, info, verification)
             if problems:
                 self.fail('the restored copy of %s does not match its manifest: %s. The manifest belongs to another '
                           'archive or was edited' % (path, '; '.join(problems)))
@@ -936,16 +939,16 @@ class TractorDb(object):
 
     def backup_exists_unchanged(self, path):
         """An existing archive: unchanged when it matches its sidecars, else a failure (unless force)."""
-        sha_path, manifest_path = archive_utils.sidecar_paths(path)
+        sha_path, manifest_path = backup_files.sidecar_paths(path)
         try:
-            expected, manifest = archive_utils.read_sidecars(path)
+            expected, manifest = backup_files.read_sidecars(path)
         except ArchiveError as exc:
             self.fail('%s already exists and %s; remove it, choose another path, or set force: true to replace it'
                       % (path, exc))
         if expected is None or manifest is None:
             self.fail('%s already exists but has no %s and %s from this module: remove it, choose another path, or '
                       'set force: true to replace it' % (path, sha_path, manifest_path))
-        actual = archive_utils.file_sha256(path)
+        actual = backup_files.file_sha256(path)
         if actual != expected or manifest.get('sha256') != actual:
             self.fail('%s already exists but its sha256 %s does not match %s / the manifest: it is damaged or was '
                       'changed; remove it or set force: true to replace it' % (path, actual, sha_path))
@@ -963,11 +966,11 @@ class TractorDb(object):
             self.fail('source %s is not a finished copy (no %s): make it with state=copy while the database is '
                       'stopped' % (source, COPY_MARKER))
         if found.get('db_data_dir') != self.db_dir or found.get('top') != self.top:
-            self.fail('source %s is a copy of %s, not of this DBDataDir %s' % (source, found.get('db_data_dir'),
-                                                                            self.db_dir))
+            self.fail('source %s is a copy of %s, not of this DBDataDir %s'
+                      % (source, found.get('db_data_dir'), self.db_dir))
         if self.params['method'] != 'native':
             self.fail('source needs method=native: tractor-dbctl --backup archives DBDataDir itself')
-        self.result['copy'] = found
+        self.result['db_copy'] = found
         return source, os.path.join(source, self.top)
 
     def state_copy(self):
@@ -981,7 +984,7 @@ class TractorDb(object):
             if found.get('db_data_dir') != self.db_dir:
                 self.fail('%s is a copy of %s, not of this DBDataDir %s: give another path'
                           % (path, found.get('db_data_dir'), self.db_dir))
-            self.result['copy'] = found
+            self.result['db_copy'] = found
             self.result['status'] = self.read_status()
             return
         if os.path.lexists(path):
@@ -1002,12 +1005,12 @@ class TractorDb(object):
         if before['running'] and not self.params['stop_database']:
             self.fail('the job database server is running on %s: stop it first (state=stopped), or set '
                       'stop_database: true -- a consistent copy needs it stopped' % self.db_dir, status=before)
-        size = archive_utils.dir_size(self.db_dir)
-        free = archive_utils.free_bytes(parent)
+        size = backup_files.dir_size(self.db_dir)
+        free = backup_files.free_bytes(parent)
         if self.params['free_space_factor'] > 0 and free < size:
             self.fail('not enough free space in %s for a copy of %s: %s needed, %s free; free space or choose '
-                      'another path' % (parent, self.db_dir, archive_utils.human_size(size),
-                                        archive_utils.human_size(free)))
+                      'another path' % (parent, self.db_dir, backup_files.human_size(size),
+                                        backup_files.human_size(free)))
         # -- the changes --
         if before['running']:
             self.dbctl.change('--stop')
@@ -1020,16 +1023,16 @@ class TractorDb(object):
             os.mkdir(partial, 0o700)
             started = time.time()
             copy['method'] = self.copy_tree(self.db_dir, os.path.join(partial, self.top))
-            copy.update(seconds=round(time.time() - started, 3), created=archive_utils.utc_now(),
-                        system_identifier=(archive_utils.data_dir_identity(
+            copy.update(seconds=round(time.time() - started, 3), created=backup_files.utc_now(),
+                        system_identifier=(archive_inspect.data_dir_identity(
                             os.path.join(partial, self.top)) or {}).get('system_identifier'))
             # on disk before it counts as a copy: the marker comes last, then the rename
             self.tm.run([self.tm.module.get_bin_path('sync', required=True), '-f', partial], owner=False)
-            archive_utils.write_text_atomic(os.path.join(partial, COPY_MARKER),
-                                            json.dumps(copy, indent=2, sort_keys=True) + '\n')
+            backup_files.write_text_atomic(os.path.join(partial, COPY_MARKER),
+                                           json.dumps(copy, indent=2, sort_keys=True) + '\n')
             os.rename(partial, path)
-            archive_utils.fsync_dir(parent)
-        self.result['copy'] = copy
+            backup_files.fsync_dir(parent)
+        self.result['db_copy'] = copy
         after = dict(before, running=False, reachable=False, database_exists=None)
         self.result['status'] = after
         self.set_diff(dict(copy=path, exists=False, database=before), dict(copy=path, exists=True, database=after))
@@ -1054,7 +1057,7 @@ class TractorDb(object):
     def state_backup(self):
         path = self.params['path']
         dest = os.path.dirname(path)
-        sha_path, manifest_path = archive_utils.sidecar_paths(path)
+        sha_path, manifest_path = backup_files.sidecar_paths(path)
         if not os.path.isdir(dest):
             self.fail('the backup directory %s does not exist: create it first (owned by or writable for the '
                       'EngineOwner %s)' % (dest, self.owner_name()))
@@ -1094,20 +1097,20 @@ class TractorDb(object):
             self.fail('the EngineOwner %s cannot write the backup directory %s: chown/chmod it (the archive is '
                       'owned by the EngineOwner, and tractor-dbctl --backup writes as that account)'
                       % (self.owner_name(), dest))
-        size = archive_utils.dir_size(src_dir)
+        size = backup_files.dir_size(src_dir)
         need = int(size * max(0.0, self.params['free_space_factor']))
         scratch = None
         if self.verify_level == 'restore':
             scratch = self.choose_scratch(dest)
-        free = archive_utils.free_bytes(dest)
+        free = backup_files.free_bytes(dest)
         if free < need:
             self.fail('not enough free space in %s: %s free, %s required (%s x the %s of %s); free space, choose '
                       'another path, or lower free_space_factor' % (
-                          dest, archive_utils.human_size(free), archive_utils.human_size(need),
-                          self.params['free_space_factor'], archive_utils.human_size(size), src_dir))
+                          dest, backup_files.human_size(free), backup_files.human_size(need),
+                          self.params['free_space_factor'], backup_files.human_size(size), src_dir))
         if scratch is not None:
             # a copy on the scratch filesystem is removed before the restore check: its room is the scratch's
-            if source is None or not archive_utils.same_filesystem(scratch, source):
+            if source is None or not backup_files.same_filesystem(scratch, source):
                 self.check_scratch_space(scratch, size, also=need, also_path=dest)
             self.pg_bindir(self.data_dir_pg_version())  # no PostgreSQL to verify with: fail before any change
 
@@ -1135,7 +1138,7 @@ class TractorDb(object):
             self.set_diff(dict(archive=path, exists=os.path.exists(path), database=before),
                           dict(archive=path, exists=True, database=after))
             return
-        temp = archive_utils.AtomicFile(path, uid=self.uid, gid=self.gid, mode=0o600, suffix='.tgz')
+        temp = backup_files.AtomicFile(path, uid=self.uid, gid=self.gid, mode=0o600, suffix='.tgz')
         self.fail_suffix = (' The data directory was not changed; no archive was left at %s.' % path)
         try:
             temp.__enter__()
@@ -1144,13 +1147,13 @@ class TractorDb(object):
                 self.tm.record('write %s (renamed to %s once verified): tar of %s, gzip level %d on %d threads'
                                % (temp_path, path, src_dir, level, workers))
                 try:
-                    written = archive_utils.write_archive(src_dir, temp, level=level, workers=workers,
-                                                          arcname=self.top)
+                    written = targz.write_archive(src_dir, temp, level=level, workers=workers,
+                                                  arcname=self.top)
                     temp.finish()
                 except (IOError, OSError) as exc:
                     self.fail('writing %s failed: %s%s' % (
                         temp_path, exc, ' (the disk is full: free space or choose another path)'
-                        if archive_utils.is_no_space(exc) else ''))
+                        if backup_files.is_no_space(exc) else ''))
                 if source is not None:
                     # the archive holds it now; its room is what the restore check needs
                     self.tm.record('remove the copy %s' % source)
@@ -1186,14 +1189,14 @@ class TractorDb(object):
             else:
                 params_source = None
                 verification = dict(level='archive')
-            tools.update(python=archive_utils.python_version(), zlib=zlib.ZLIB_RUNTIME_VERSION)
+            tools.update(python=backup_files.python_version(), zlib=zlib.ZLIB_RUNTIME_VERSION)
             if verification.get('server_version'):
                 tools['postgres'] = verification['server_version']
-            manifest = archive_utils.build_manifest(
+            manifest = backup_files.build_manifest(
                 path, info, method,
                 source=dict(host=socket.getfqdn(), db_data_dir=self.db_dir, config_dir=self.tm.config_dir,
                             install_dir=self.tm.install_dir, engine_owner=self.owner_name(),
-                            copy=source, copy_created=(self.result.get('copy') or {}).get('created')),
+                            copy=source, copy_created=(self.result.get('db_copy') or {}).get('created')),
                 engine=self.engine_version(), params_source=params_source, verification=verification,
                 tools=tools)
             # The sidecars are written in full under temporary names first and renamed only then, with
@@ -1201,10 +1204,10 @@ class TractorDb(object):
             # force the previous backup and its sidecars stay as they were.
             sidecars = []
             try:
-                for sidecar, text in ((sha_path, archive_utils.format_sha256_line(info['sha256'], path)),
+                for sidecar, text in ((sha_path, backup_files.format_sha256_line(info['sha256'], path)),
                                       (manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + '\n')):
                     self.tm.record('write %s' % sidecar)
-                    out = archive_utils.AtomicFile(sidecar, uid=self.uid, gid=self.gid, mode=0o600)
+                    out = backup_files.AtomicFile(sidecar, uid=self.uid, gid=self.gid, mode=0o600)
                     sidecars.append(out)
                     out.__enter__()
                     out.write(text.encode('utf-8'))
@@ -1215,7 +1218,7 @@ class TractorDb(object):
                 self.tm.record('rename %s to %s' % (temp_path, path))
                 os.rename(temp_path, path)
                 temp.committed = True
-                archive_utils.fsync_dir(dest)
+                backup_files.fsync_dir(dest)
             except (IOError, OSError) as exc:
                 for out in sidecars:
                     out.discard()
@@ -1223,7 +1226,7 @@ class TractorDb(object):
                         os.unlink(out.final_path)
                 self.fail('writing the checksum and manifest of %s failed: %s%s' % (
                     path, exc, ' (the disk is full: free space or choose another path)'
-                    if archive_utils.is_no_space(exc) else ''))
+                    if backup_files.is_no_space(exc) else ''))
         finally:
             temp.discard()
             self.fail_suffix = ''
@@ -1291,7 +1294,7 @@ class TractorDb(object):
         self.result['status'] = status
         mpath = marker_path(self.db_dir)
         marker = read_marker(mpath)
-        identity = archive_utils.data_dir_identity(self.db_dir)
+        identity = archive_inspect.data_dir_identity(self.db_dir)
         before = self.data_dir_view(status, marker)
         if marker_matches(marker, info['sha256'], self.db_dir, identity):
             if not self.params['force']:
@@ -1317,12 +1320,12 @@ class TractorDb(object):
             self.fail('the EngineOwner %s cannot read %s: tractor-dbctl --restore reads it as that account; '
                       'chown/chmod the archive' % (self.owner_name(), path))
         parent = os.path.dirname(self.db_dir)
-        free = archive_utils.free_bytes(parent)
-        current = archive_utils.dir_size(self.db_dir) if status['data_dir_exists'] else 0
+        free = backup_files.free_bytes(parent)
+        current = backup_files.dir_size(self.db_dir) if status['data_dir_exists'] else 0
         if free + current < info['file_bytes']:
             self.fail('not enough free space in %s to restore: %s needed, %s free (plus %s the destroy frees)'
-                      % (parent, archive_utils.human_size(info['file_bytes']), archive_utils.human_size(free),
-                         archive_utils.human_size(current)))
+                      % (parent, backup_files.human_size(info['file_bytes']), backup_files.human_size(free),
+                         backup_files.human_size(current)))
         install_version = self.engine_version().get('version')
         if manifest and manifest.get('engine_version') and install_version and \
                 manifest['engine_version'] != install_version:
@@ -1336,15 +1339,15 @@ class TractorDb(object):
             self.dbctl.change('--destroy')
         self.dbctl.change('--restore', path)
         self.forget_paused_jobs()
-        new_marker = dict(archive=path, sha256=info['sha256'], restored_at=archive_utils.utc_now(),
+        new_marker = dict(archive=path, sha256=info['sha256'], restored_at=backup_files.utc_now(),
                           db_data_dir=self.db_dir, manifest_created=(manifest or {}).get('created'))
         if self.tm.record('write the restore marker %s' % mpath):
-            new_marker['identity'] = archive_utils.data_dir_identity(self.db_dir)
+            new_marker['identity'] = archive_inspect.data_dir_identity(self.db_dir)
             if not new_marker['identity']:
                 self.fail('tractor-dbctl --restore %s finished but %s holds no cluster (PG_VERSION, global/pg_control): '
                           'check that the archive\'s top-level directory matches DBDataDir' % (path, self.db_dir))
-            archive_utils.write_text_atomic(mpath, json.dumps(new_marker, indent=2, sort_keys=True) + '\n',
-                                            uid=self.uid, gid=self.gid)
+            backup_files.write_text_atomic(mpath, json.dumps(new_marker, indent=2, sort_keys=True) + '\n',
+                                           uid=self.uid, gid=self.gid)
             after_status = self.read_status()
         else:
             after_status = dict(status, data_dir_exists=True, data_dir_empty=False, initialized=True)
@@ -1373,7 +1376,7 @@ class TractorDb(object):
                       'before destroying the job database, or set stop_database: true' % self.db_dir, status=status)
         if path:
             info, manifest, verification = self.verify_archive(path, self.verify_level)
-            identity = archive_utils.data_dir_identity(self.db_dir)
+            identity = archive_inspect.data_dir_identity(self.db_dir)
             current = (identity or {}).get('system_identifier')
             if current and info.get('system_identifier') and current != info['system_identifier'] \
                     and not self.params['force']:
@@ -1409,8 +1412,8 @@ class TractorDb(object):
             self.fail('free_space_factor must be >= 0 (0 turns the free space check off), not %s'
                       % self.params['free_space_factor'])
         if self.state in ('copy', 'backup', 'restore', 'verify') and not self.params['path']:
-            self.fail('state=%s needs path: %s' % (self.state, 'the directory of the copy' if self.state == 'copy'
-                                                     else 'the backup archive'))
+            what = 'the directory of the copy' if self.state == 'copy' else 'the backup archive'
+            self.fail('state=%s needs path: %s' % (self.state, what))
         for option in ('path', 'scratch_dir', 'pg_bindir', 'source'):
             value = self.params[option]
             if value and not os.path.isabs(value):

@@ -136,6 +136,17 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
     for entry in by_engine.values():
         assert entry["result"] == "ok" and entry["version_after"] == "2.4" and not entry["rollback"]
         assert float(entry["downtime"]) > 0 and entry["backup"]["sha256"]
+        assert "archive" in entry["phases"], entry["phases"]  # phase 6, after the switch
+    # Each new engine served before its backup was complete: it started before the manifest, the
+    # last file of a backup, was written (emulator uptime against the file's mtime). The archive
+    # is the one of the 2.2 database, written from the copy phase 3 took.
+    for name, one in (("prod1", site), ("prod2", other)):
+        archive = by_engine[name]["backup"]["path"]
+        manifest = json.load(open(archive + ".manifest.json"))
+        started = time.time() - engine_status(one)["uptime"]
+        assert started + 0.2 < os.stat(archive + ".manifest.json").st_mtime, (name, started, manifest["created"])
+        assert manifest["engine_version"] == "2.2" and "/.copy-" in manifest["source"]["copy"]
+        assert not [n for n in os.listdir(os.path.dirname(archive)) if n.startswith(".copy-")]
     assert os.path.exists(glob.glob(os.path.join(farm.reports, "upgrade-*", "report.xml"))[0])
 
     # A re-run changes nothing: both engines already serve 2.4 and keep their process.
@@ -279,6 +290,11 @@ def test_failed_switch_rolls_back_to_the_old_version_and_data(farm, site):
     # the failed schema upgrade stopped the database server again: its schema version cannot be
     # read, so the rollback restores the backup rather than guess
     assert entry["database"]["path"] == "restored" and "could not be read" in entry["database"]["reason"], entry
+    # the backup the rollback restored was written from the copy phase 3 took (the switch failed
+    # before phase 6 could archive it), and no copy is left
+    manifest = json.load(open(entry["backup"]["path"] + ".manifest.json"))
+    assert "/.copy-" in manifest["source"]["copy"] and manifest["engine_version"] == "2.2"
+    assert not [n for n in os.listdir(os.path.join(farm.backups, "prod")) if n.startswith(".copy-")]
     evidence = glob.glob(os.path.join(farm.backups, "prod", "failed-upgrade-to-2.4-*.log"))
     assert evidence, os.listdir(os.path.join(farm.backups, "prod"))
     junit = open(glob.glob(os.path.join(farm.reports, "upgrade-*", "report.xml"))[0]).read()

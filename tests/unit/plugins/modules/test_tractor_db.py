@@ -22,7 +22,10 @@ from unittest import mock
 import pytest
 from ansible.module_utils import basic
 
-from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as ta
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_files as tf
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_inspect as ti
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_restore_check as trc
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz as tz
 from ansible_collections.renderfarm.tractor.plugins.modules import tractor_db
 
 # meta/runtime.yml requires ansible-core 2.19, which has this helper.
@@ -91,12 +94,12 @@ class Site(object):
         if not os.path.isdir(src):
             self.make_cluster(sysid, os.path.join(src, "psql"))
         path = os.path.join(self.backups, name)
-        with ta.AtomicFile(path) as out:
-            written = ta.write_archive(os.path.join(src, "psql"), out)
+        with tf.AtomicFile(path) as out:
+            written = tz.write_archive(os.path.join(src, "psql"), out)
             out.commit()
         if sidecars:
             with open(path + ".sha256", "w") as handle:
-                handle.write(ta.format_sha256_line(written["sha256"], path))
+                handle.write(tf.format_sha256_line(written["sha256"], path))
             body = dict(sha256=written["sha256"], archive_size=written["size"], jidcounter="41",
                         schema_version="2.2-4", job_count=3, engine_version="2.2")
             body.update(manifest)
@@ -177,7 +180,7 @@ class FakeHost(object):
             assert not self.running
             if self.backup_writes:
                 with open(argv[4], "wb") as out:
-                    ta.write_archive(d, out)
+                    tz.write_archive(d, out)
             return 0, "", "Backing up data directory %s\n" % d
         if op == "--destroy":
             assert not self.running
@@ -508,7 +511,7 @@ def test_backup_native_with_restore_verification(site, host, run, pg_bindir):
     assert sorted(os.listdir(site.backups)) == ["job-db.tgz", "job-db.tgz.manifest.json", "job-db.tgz.sha256"]
     manifest = json.load(open(path + ".manifest.json"))
     assert manifest == result["backup"]["manifest"]
-    assert manifest["sha256"] == ta.file_sha256(path) and manifest["archive_size"] == os.path.getsize(path)
+    assert manifest["sha256"] == tf.file_sha256(path) and manifest["archive_size"] == os.path.getsize(path)
     assert manifest["jidcounter"] == "41" and manifest["job_count"] == 3 and manifest["schema_version"] == "2.2-4"
     assert manifest["params_source"] == "restore-verification" and manifest["verified"] == "restore"
     assert manifest["engine_version"] == "2.2" and manifest["engine_build"] == "1715407"
@@ -568,10 +571,10 @@ def test_copy_while_stopped_then_archive_the_copy(site, host, run, pg_bindir):
     made = ok(run(site.args(state="copy", path=copy, stop_database=True)))
     assert made["changed"] is True and not host.running
     assert sorted(os.listdir(copy)) == ["psql", "renderfarm-tractor-copy.json"]
-    assert made["copy"]["method"] == "copy" and made["copy"]["system_identifier"] == str(SYSID)  # no reflinks here
+    assert made["db_copy"]["method"] == "copy" and made["db_copy"]["system_identifier"] == str(SYSID)  # no reflinks here
     assert sorted(os.listdir(os.path.join(copy, "psql"))) == sorted(os.listdir(site.db_dir))
     again = ok(run(site.args(state="copy", path=copy)))
-    assert again["changed"] is False and again["copy"]["created"] == made["copy"]["created"]
+    assert again["changed"] is False and again["db_copy"]["created"] == made["db_copy"]["created"]
 
     # the engine serves again meanwhile: the archive comes from the copy, which is then removed
     host.running = True
@@ -590,7 +593,7 @@ def test_copy_uses_reflinks_and_refuses_leftovers_and_strangers(site, host, run)
     site.make_cluster()
     host.reflinks = True
     copy = os.path.join(site.backups, ".copy-a")
-    assert ok(run(site.args(state="copy", path=copy)))["copy"]["method"] == "reflink"
+    assert ok(run(site.args(state="copy", path=copy)))["db_copy"]["method"] == "reflink"
     # an interrupted copy (no marker) is not taken for a copy
     os.makedirs(os.path.join(site.backups, ".copy-b", "psql"))
     msg = failed(run(site.args(state="copy", path=os.path.join(site.backups, ".copy-b"))))
@@ -637,7 +640,7 @@ def test_backup_that_does_not_restore_leaves_nothing(site, host, run, pg_bindir)
 
 def test_backup_disk_full_leaves_nothing(site, host, run):
     site.make_cluster()
-    with mock.patch.object(ta, "write_archive", side_effect=OSError(28, "No space left on device")):
+    with mock.patch.object(tz, "write_archive", side_effect=OSError(28, "No space left on device")):
         msg = failed(run(site.args(state="backup", path=os.path.join(site.backups, "x.tgz"), verify="archive")))
     assert "No space left on device" in msg and "the disk is full" in msg
     assert os.listdir(site.backups) == []
@@ -723,7 +726,7 @@ def test_backup_verification_needs_a_scratch_dir_and_space(site, host, run, pg_b
     path = os.path.join(site.backups, "x.tgz")
     msg = failed(run(site.args(state="backup", path=path, scratch_dir="/nonexistent/scratch")))
     assert "scratch_dir /nonexistent/scratch does not exist" in msg
-    with mock.patch.object(ta, "free_bytes", side_effect=[10 ** 12, 10]):
+    with mock.patch.object(tf, "free_bytes", side_effect=[10 ** 12, 10]):
         msg = failed(run(site.args(state="backup", path=path, pg_bindir=pg_bindir)))
     assert "not enough free space in %s for the restore check" % site.backups in msg
     assert "use verify: archive" in msg
@@ -786,8 +789,8 @@ def test_verify_failures(site, host, run, pg_bindir):
 def test_verify_rejects_an_archive_for_another_data_dir_name(site, host, run):
     src = site.make_cluster(path=os.path.join(site.root, "other", "pgdata"))
     path = os.path.join(site.backups, "pgdata.tgz")
-    with ta.AtomicFile(path) as out:
-        ta.write_archive(src, out)
+    with tf.AtomicFile(path) as out:
+        tz.write_archive(src, out)
         out.commit()
     msg = failed(run(site.args(state="verify", path=path, verify="archive")))
     assert "cannot be restored into %s: the top-level directory is pgdata/, not psql/" % site.db_dir in msg
@@ -795,7 +798,7 @@ def test_verify_rejects_an_archive_for_another_data_dir_name(site, host, run):
 
 def test_verify_restore_check_io_error(site, host, run, pg_bindir):
     path = site.archive()
-    with mock.patch.object(ta, "safe_extract", side_effect=OSError(28, "No space left on device")):
+    with mock.patch.object(trc, "safe_extract", side_effect=OSError(28, "No space left on device")):
         msg = failed(run(site.args(state="verify", path=path, pg_bindir=pg_bindir)))
     assert "the restore check of %s failed in %s" % (path, site.backups) in msg
 
@@ -814,7 +817,7 @@ def test_restore_into_an_empty_dir_then_idempotent(site, host, run):
     assert result["changed"] is True and host.ops()[-2:] == ["--restore", "--status"]
     assert os.path.exists(os.path.join(site.db_dir, "PG_VERSION"))
     marker = json.load(open(tractor_db.marker_path(site.db_dir)))
-    assert marker["sha256"] == ta.file_sha256(path) and marker["identity"]["system_identifier"] == str(SYSID)
+    assert marker["sha256"] == tf.file_sha256(path) and marker["identity"]["system_identifier"] == str(SYSID)
     assert result["restore"] == marker
 
     host.running = True  # in use since: still the same restore
@@ -841,7 +844,7 @@ def test_restore_force_replaces_and_warns_about_versions(site, host, run):
     result = ok(run(site.args(state="restore", path=path, force=True)))
     assert host.ops()[-3:] == ["--destroy", "--restore", "--status"]
     assert any("was made with Tractor 2.1; this is the 2.2 install" in w for w in warnings(result))
-    assert ta.data_dir_identity(site.db_dir)["system_identifier"] == str(SYSID)
+    assert ti.data_dir_identity(site.db_dir)["system_identifier"] == str(SYSID)
 
 
 def test_restore_refusals(site, host, run):
@@ -855,8 +858,8 @@ def test_restore_refusals(site, host, run):
     assert "%s is not empty (it holds a PostgreSQL cluster)" % site.db_dir in msg and "set force: true" in msg
     with listener(site.engine_port):
         assert "before a restore" in failed(run(site.args(state="restore", path=path, force=True)))
-    with mock.patch.object(ta, "free_bytes", return_value=0), \
-            mock.patch.object(ta, "dir_size", return_value=0):
+    with mock.patch.object(tf, "free_bytes", return_value=0), \
+            mock.patch.object(tf, "dir_size", return_value=0):
         assert "not enough free space in %s to restore" % site.data_dir in failed(
             run(site.args(state="restore", path=path, force=True)))
     host.restore_extracts = False
@@ -1005,7 +1008,7 @@ def test_verified_archive_spares_a_second_read_of_an_unchanged_file(site, host, 
 
     def no_second_read(*args, **kwargs):
         raise AssertionError("the archive was read again")
-    monkeypatch.setattr(tractor_db.archive_utils, "inspect_archive", no_second_read)
+    monkeypatch.setattr(tractor_db.archive_inspect, "inspect_archive", no_second_read)
     site.make_cluster()
     result = ok(run(site.args(state="absent", backup=path, verified_archive=earlier)))
     assert result["changed"] is True and result["archive"]["reused"] is True

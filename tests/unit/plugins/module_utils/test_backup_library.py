@@ -1,4 +1,4 @@
-"""module_utils/tractor_archive.py: the archive writer, the checks, the restore check (with a fake runner)."""
+"""The backup library (tractor_files, tractor_targz, tractor_inspect, tractor_restore_check): writer, checks, restore check."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import zlib
 
 import pytest
 
-from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_archive as ta
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_archive import ArchiveError
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_files as tf
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_inspect as ti
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_restore_check as trc
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz as tz
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import ArchiveError
 
 SYSID = 7301234567890123456
 
@@ -45,8 +48,8 @@ def make_cluster(root, name="psql", extra=None):
 
 
 def write(path, src, **kwargs):
-    with ta.AtomicFile(path) as out:
-        result = ta.write_archive(src, out, **kwargs)
+    with tf.AtomicFile(path) as out:
+        result = tz.write_archive(src, out, **kwargs)
         out.commit()
     return result
 
@@ -85,7 +88,7 @@ def cluster(tmp_path):
 def test_parallel_gzip_is_multi_member_and_decompresses_everywhere(tmp_path, workers):
     data = os.urandom(300000) + b"a" * 700000
     out = io.BytesIO()
-    writer = ta.ParallelGzipWriter(out, level=6, workers=workers, block_size=100000)
+    writer = tz.ParallelGzipWriter(out, level=6, workers=workers, block_size=100000)
     for start in range(0, len(data), 7777):
         writer.write(data[start:start + 7777])
     writer.close()
@@ -106,7 +109,7 @@ def test_parallel_gzip_output_does_not_depend_on_the_thread_count():
     outputs = set()
     for workers in (1, 2, 4):
         out = io.BytesIO()
-        writer = ta.ParallelGzipWriter(out, workers=workers, block_size=65536)
+        writer = tz.ParallelGzipWriter(out, workers=workers, block_size=65536)
         writer.write(data)
         writer.close()
         outputs.add(out.getvalue())
@@ -115,7 +118,7 @@ def test_parallel_gzip_output_does_not_depend_on_the_thread_count():
 
 def test_parallel_gzip_empty_input_is_a_valid_gzip_file():
     out = io.BytesIO()
-    writer = ta.ParallelGzipWriter(out, workers=2)
+    writer = tz.ParallelGzipWriter(out, workers=2)
     writer.close()
     assert gzip.decompress(out.getvalue()) == b"" and writer.members == 1
 
@@ -123,28 +126,28 @@ def test_parallel_gzip_empty_input_is_a_valid_gzip_file():
 def test_parallel_gzip_bounds_blocks_in_flight_and_refuses_bad_settings():
     class Slow(io.BytesIO):
         pass
-    writer = ta.ParallelGzipWriter(Slow(), workers=2, block_size=10)
+    writer = tz.ParallelGzipWriter(Slow(), workers=2, block_size=10)
     writer.write(b"x" * 1000)
     assert len(writer.pending) <= 4
     writer.close()
     with pytest.raises(ValueError):
         writer.write(b"more")
     with pytest.raises(ValueError):
-        ta.ParallelGzipWriter(io.BytesIO(), level=10)
+        tz.ParallelGzipWriter(io.BytesIO(), level=10)
     with pytest.raises(ValueError):
-        ta.ParallelGzipWriter(io.BytesIO(), block_size=0)
+        tz.ParallelGzipWriter(io.BytesIO(), block_size=0)
 
 
 def test_parallel_gzip_raises_what_the_sink_raises():
     class Full(object):
         def write(self, data):
             raise OSError(28, "No space left on device")
-    writer = ta.ParallelGzipWriter(Full(), workers=2, block_size=10)
+    writer = tz.ParallelGzipWriter(Full(), workers=2, block_size=10)
     with pytest.raises(OSError) as err:
         writer.write(b"y" * 200)
         writer.close()
     writer.abort()
-    assert ta.is_no_space(err.value)
+    assert tf.is_no_space(err.value)
 
 
 # -- write_archive / AtomicFile -------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def test_write_tar_stream_writes_what_tarfile_stream_mode_writes(cluster):
     if os.geteuid() == 0:
         os.chown(os.path.join(cluster, "base"), 12345, 54321)  # ids without a name: empty names
     ours = io.BytesIO()
-    ta.write_tar_stream(cluster, ours)
+    tz.write_tar_stream(cluster, ours)
     reference = io.BytesIO()
     with tarfile.open(fileobj=reference, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         _stock_add_tree(tar, cluster, "psql")
@@ -207,7 +210,7 @@ def test_write_tar_stream_writes_what_tarfile_stream_mode_writes(cluster):
 def test_parallel_gzip_takes_any_bytes_like_chunks():
     data = os.urandom(50000) + b"b" * 150000
     out = io.BytesIO()
-    writer = ta.ParallelGzipWriter(out, workers=2, block_size=30000)
+    writer = tz.ParallelGzipWriter(out, workers=2, block_size=30000)
     for start, kind in zip(range(0, len(data), 9000), [bytes, bytearray, memoryview] * 100):
         writer.write(kind(data[start:start + 9000]))
     writer.write(b"")
@@ -227,18 +230,18 @@ def test_write_archive_leaves_out_sockets(tmp_path, cluster):
 
 def test_atomic_file_commit_and_discard(tmp_path):
     final = tmp_path / "out.tgz"
-    with ta.AtomicFile(str(final), mode=0o600) as out:
+    with tf.AtomicFile(str(final), mode=0o600) as out:
         out.write(b"data")
         temp = out.path
         assert os.path.basename(temp).startswith(".out.tgz.tmp-")
         out.commit()
     assert final.read_bytes() == b"data" and not os.path.exists(temp)
     with pytest.raises(RuntimeError):
-        with ta.AtomicFile(str(tmp_path / "never.tgz")) as out:
+        with tf.AtomicFile(str(tmp_path / "never.tgz")) as out:
             out.write(b"half")
             raise RuntimeError("boom")
     assert sorted(os.listdir(tmp_path)) == ["out.tgz"]
-    with ta.AtomicFile(str(tmp_path / "uncommitted")) as out:
+    with tf.AtomicFile(str(tmp_path / "uncommitted")) as out:
         out.write(b"x")
         out.finish()
     assert sorted(os.listdir(tmp_path)) == ["out.tgz"]
@@ -246,7 +249,7 @@ def test_atomic_file_commit_and_discard(tmp_path):
 
 def test_write_text_atomic(tmp_path):
     path = str(tmp_path / "a.tgz.sha256")
-    ta.write_text_atomic(path, ta.format_sha256_line("ab" * 32, "/x/a.tgz"))
+    tf.write_text_atomic(path, tf.format_sha256_line("ab" * 32, "/x/a.tgz"))
     assert open(path).read() == "ab" * 32 + "  a.tgz\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
@@ -254,38 +257,38 @@ def test_write_text_atomic(tmp_path):
 # -- sidecars -------------------------------------------------------------------------------------------
 def test_parse_sha256_file():
     digest = "0123456789abcdef" * 4
-    assert ta.parse_sha256_file(f"{digest}  a.tgz\n") == digest
-    assert ta.parse_sha256_file(f"{digest.upper()} *a.tgz\n", "/b/a.tgz") == digest
+    assert tf.parse_sha256_file(f"{digest}  a.tgz\n") == digest
+    assert tf.parse_sha256_file(f"{digest.upper()} *a.tgz\n", "/b/a.tgz") == digest
     other = "f" * 64
-    assert ta.parse_sha256_file(f"{other}  b.tgz\n{digest}  a.tgz\n", "/x/a.tgz") == digest
+    assert tf.parse_sha256_file(f"{other}  b.tgz\n{digest}  a.tgz\n", "/x/a.tgz") == digest
     with pytest.raises(ValueError, match="no line names a.tgz"):
-        ta.parse_sha256_file(f"{other}  b.tgz\n{other}  c.tgz\n", "/x/a.tgz")
+        tf.parse_sha256_file(f"{other}  b.tgz\n{other}  c.tgz\n", "/x/a.tgz")
     with pytest.raises(ValueError, match="sha256"):
-        ta.parse_sha256_file("not a checksum\n")
+        tf.parse_sha256_file("not a checksum\n")
 
 
 def test_read_sidecars(tmp_path):
     path = str(tmp_path / "a.tgz")
-    assert ta.read_sidecars(path) == (None, None)
+    assert tf.read_sidecars(path) == (None, None)
     (tmp_path / "a.tgz.sha256").write_text("junk\n")
     with pytest.raises(ArchiveError, match="cannot read the checksum file"):
-        ta.read_sidecars(path)
+        tf.read_sidecars(path)
     (tmp_path / "a.tgz.sha256").write_text("a" * 64 + "  a.tgz\n")
     (tmp_path / "a.tgz.manifest.json").write_text("{not json")
     with pytest.raises(ArchiveError, match="cannot read the manifest"):
-        ta.read_sidecars(path)
+        tf.read_sidecars(path)
     (tmp_path / "a.tgz.manifest.json").write_text("[1]")
     with pytest.raises(ArchiveError, match="JSON object"):
-        ta.read_sidecars(path)
+        tf.read_sidecars(path)
     (tmp_path / "a.tgz.manifest.json").write_text(json.dumps({"sha256": "a" * 64}))
-    assert ta.read_sidecars(path) == ("a" * 64, {"sha256": "a" * 64})
+    assert tf.read_sidecars(path) == ("a" * 64, {"sha256": "a" * 64})
 
 
 # -- inspect_archive ------------------------------------------------------------------------------------
 def test_inspect_a_good_archive(tmp_path, cluster):
     path = str(tmp_path / "a.tgz")
     written = write(path, cluster, block_size=65536, workers=2)
-    info = ta.inspect_archive(path, top="psql")
+    info = ti.inspect_archive(path, top="psql")
     assert info["problems"] == []
     assert info["sha256"] == written["sha256"] and info["size"] == written["size"]
     assert info["top_level"] == "psql" and info["pg_version"] == "15"
@@ -298,7 +301,7 @@ def test_inspect_flags_a_running_servers_pid_file(tmp_path):
     cluster = make_cluster(str(tmp_path / "d"), extra={"postmaster.pid": b"123\n"})
     path = str(tmp_path / "a.tgz")
     write(path, cluster)
-    assert ta.inspect_archive(path, "psql")["postmaster_pid"] is True
+    assert ti.inspect_archive(path, "psql")["postmaster_pid"] is True
 
 
 @pytest.mark.parametrize("members, expected", [
@@ -319,7 +322,7 @@ def test_inspect_flags_a_running_servers_pid_file(tmp_path):
 ])
 def test_inspect_structure_problems(tmp_path, members, expected):
     path = tar_gz(str(tmp_path / "bad.tgz"), [(dict(m), d) for m, d in members])
-    info = ta.inspect_archive(path, top="psql")
+    info = ti.inspect_archive(path, top="psql")
     assert any(expected in problem for problem in info["problems"]), info["problems"]
 
 
@@ -327,13 +330,13 @@ def test_inspect_accepts_a_symlink_inside_the_tree(tmp_path):
     members = good_members() + [(dict(name="psql/pg_tblspc", type=tarfile.DIRTYPE), None),
                                 (dict(name="psql/pg_tblspc/ln", type=tarfile.SYMTYPE, linkname="../global"), None)]
     path = tar_gz(str(tmp_path / "ok.tgz"), members)
-    assert ta.inspect_archive(path, top="psql")["problems"] == []
+    assert ti.inspect_archive(path, top="psql")["problems"] == []
 
 
 def test_inspect_caps_the_problem_list(tmp_path):
     members = good_members() + [(dict(name=f"/abs/{i}"), b"x") for i in range(50)]
-    info = ta.inspect_archive(tar_gz(str(tmp_path / "many.tgz"), members), top="psql")
-    assert len([p for p in info["problems"] if "absolute path" in p]) == ta.MAX_PROBLEMS
+    info = ti.inspect_archive(tar_gz(str(tmp_path / "many.tgz"), members), top="psql")
+    assert len([p for p in info["problems"] if "absolute path" in p]) == ti.MAX_PROBLEMS
 
 
 def test_inspect_damage_is_an_error_that_still_reports_the_sha256(tmp_path, cluster):
@@ -348,7 +351,7 @@ def test_inspect_damage_is_an_error_that_still_reports_the_sha256(tmp_path, clus
         handle.seek(size // 2)
         handle.write(bytes([byte[0] ^ 0x55]))
     with pytest.raises(ArchiveError, match="is damaged or not a gzip-compressed tar archive") as err:
-        ta.inspect_archive(flipped, "psql")
+        ti.inspect_archive(flipped, "psql")
     assert err.value.info["sha256"] == hashlib.sha256(open(flipped, "rb").read()).hexdigest()
     assert err.value.info["size"] == size
 
@@ -357,14 +360,14 @@ def test_inspect_damage_is_an_error_that_still_reports_the_sha256(tmp_path, clus
     with open(truncated, "r+b") as handle:
         handle.truncate(size - 100)
     with pytest.raises(ArchiveError, match="EOFError|damaged"):
-        ta.inspect_archive(truncated, "psql")
+        ti.inspect_archive(truncated, "psql")
 
     not_gzip = tmp_path / "plain.tar"
     not_gzip.write_bytes(b"hello" * 100)
     with pytest.raises(ArchiveError, match="damaged or not a gzip"):
-        ta.inspect_archive(str(not_gzip), "psql")
+        ti.inspect_archive(str(not_gzip), "psql")
     with pytest.raises(ArchiveError, match="cannot read"):
-        ta.inspect_archive(str(tmp_path / "missing.tgz"), "psql")
+        ti.inspect_archive(str(tmp_path / "missing.tgz"), "psql")
 
 
 # -- safe_extract / identity ----------------------------------------------------------------------------
@@ -373,15 +376,15 @@ def test_safe_extract_restores_files_with_private_modes(tmp_path, cluster):
     write(path, cluster)
     dest = tmp_path / "out"
     dest.mkdir()
-    count = ta.safe_extract(path, str(dest), "psql")
+    count = ti.safe_extract(path, str(dest), "psql")
     assert count > 3
     assert (dest / "psql" / "PG_VERSION").read_text() == "15\n"
     assert stat.S_IMODE(os.stat(dest / "psql" / "global").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(dest / "psql" / "PG_VERSION").st_mode) & 0o077 == 0
-    identity = ta.data_dir_identity(str(dest / "psql"))
+    identity = ti.data_dir_identity(str(dest / "psql"))
     assert identity["system_identifier"] == str(SYSID)
     assert identity["pg_version_inode"] == os.stat(dest / "psql" / "PG_VERSION").st_ino
-    assert ta.data_dir_identity(str(tmp_path / "nothing")) is None
+    assert ti.data_dir_identity(str(tmp_path / "nothing")) is None
 
 
 def test_safe_extract_refuses_bad_members(tmp_path):
@@ -389,13 +392,13 @@ def test_safe_extract_refuses_bad_members(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     with pytest.raises(ArchiveError, match="refusing to extract"):
-        ta.safe_extract(path, str(dest), "psql")
+        ti.safe_extract(path, str(dest), "psql")
     assert not (tmp_path / "x").exists()
 
 
 def test_system_identifier():
-    assert ta.system_identifier(struct.pack("=Q", 42) + b"rest") == "42"
-    assert ta.system_identifier(b"short") is None
+    assert ti.system_identifier(struct.pack("=Q", 42) + b"rest") == "42"
+    assert ti.system_identifier(b"short") is None
 
 
 # -- PostgreSQL binaries --------------------------------------------------------------------------------
@@ -410,10 +413,10 @@ def fake_bindir(path):
 
 
 def test_pg_major():
-    assert ta.pg_major("postgres (PostgreSQL) 15.5 (Debian 15.5-0+deb12u1)") == "15"
-    assert ta.pg_major("postgres (PostgreSQL) 9.3.25") == "9.3"
-    assert ta.pg_major("postgres (PostgreSQL) 16") == "16"
-    assert ta.pg_major("nothing") is None
+    assert trc.pg_major("postgres (PostgreSQL) 15.5 (Debian 15.5-0+deb12u1)") == "15"
+    assert trc.pg_major("postgres (PostgreSQL) 9.3.25") == "9.3"
+    assert trc.pg_major("postgres (PostgreSQL) 16") == "16"
+    assert trc.pg_major("nothing") is None
 
 
 def test_find_pg_bindir_order_and_major(tmp_path):
@@ -421,34 +424,34 @@ def test_find_pg_bindir_order_and_major(tmp_path):
     bundled = fake_bindir(str(install / "lib" / "psql" / "bin"))
     env_dir = fake_bindir(str(tmp_path / "env" / "bin"))
     debian = str(tmp_path / "usr-lib-postgresql" / "*" / "bin")
-    candidates = ta.pg_bindir_candidates(str(install), None, {ta.PG_BINDIR_ENV: env_dir}, debian)
+    candidates = trc.pg_bindir_candidates(str(install), None, {trc.PG_BINDIR_ENV: env_dir}, debian)
     assert candidates[:2] == [env_dir, bundled]
     versions = {env_dir: "postgres (PostgreSQL) 15.4", bundled: "postgres (PostgreSQL) 9.3.25"}
-    assert ta.find_pg_bindir(str(install), environ={ta.PG_BINDIR_ENV: env_dir}, debian_glob=debian) == (env_dir, None)
-    assert ta.find_pg_bindir(str(install), want_major="9.3", version_of=versions.get,
-                             environ={ta.PG_BINDIR_ENV: env_dir}, debian_glob=debian) == (bundled, "9.3")
+    assert trc.find_pg_bindir(str(install), environ={trc.PG_BINDIR_ENV: env_dir}, debian_glob=debian) == (env_dir, None)
+    assert trc.find_pg_bindir(str(install), want_major="9.3", version_of=versions.get,
+                              environ={trc.PG_BINDIR_ENV: env_dir}, debian_glob=debian) == (bundled, "9.3")
     with pytest.raises(ArchiveError, match="no PostgreSQL 12 server binaries.*PostgreSQL 15.*set pg_bindir"):
-        ta.find_pg_bindir(str(install), want_major="12", version_of=versions.get,
-                          environ={ta.PG_BINDIR_ENV: env_dir}, debian_glob=debian)
+        trc.find_pg_bindir(str(install), want_major="12", version_of=versions.get,
+                           environ={trc.PG_BINDIR_ENV: env_dir}, debian_glob=debian)
 
 
 def test_find_pg_bindir_override_is_used_or_refused(tmp_path):
     override = fake_bindir(str(tmp_path / "mine"))
-    assert ta.find_pg_bindir(None, override=override, version_of=lambda p: "postgres 15.1",
-                             environ={}, debian_glob="/nonexistent/*") == (override, "15")
+    assert trc.find_pg_bindir(None, override=override, version_of=lambda p: "postgres 15.1",
+                              environ={}, debian_glob="/nonexistent/*") == (override, "15")
     with pytest.raises(ArchiveError, match="holds PostgreSQL 15, but the archived cluster needs 9.3"):
-        ta.find_pg_bindir(None, want_major="9.3", override=override, version_of=lambda p: "postgres 15.1",
-                          environ={}, debian_glob="/nonexistent/*")
+        trc.find_pg_bindir(None, want_major="9.3", override=override, version_of=lambda p: "postgres 15.1",
+                           environ={}, debian_glob="/nonexistent/*")
     with pytest.raises(ArchiveError, match="does not hold pg_ctl, postgres and psql"):
-        ta.find_pg_bindir(None, override=str(tmp_path), environ={}, debian_glob="/nonexistent/*")
+        trc.find_pg_bindir(None, override=str(tmp_path), environ={}, debian_glob="/nonexistent/*")
     with pytest.raises(ArchiveError, match="no PostgreSQL server binaries .* found"):
-        ta.find_pg_bindir(str(tmp_path / "none"), environ={}, debian_glob="/nonexistent/*")
+        trc.find_pg_bindir(str(tmp_path / "none"), environ={}, debian_glob="/nonexistent/*")
 
 
 def test_debian_dirs_sort_newest_first(tmp_path):
     for major in ("9.6", "13", "15"):
         fake_bindir(str(tmp_path / "pg" / major / "bin"))
-    found = ta.pg_bindir_candidates(None, None, {}, str(tmp_path / "pg" / "*" / "bin"))
+    found = trc.pg_bindir_candidates(None, None, {}, str(tmp_path / "pg" / "*" / "bin"))
     assert [p.split(os.sep)[-2] for p in found] == ["15", "13", "9.6"]
 
 
@@ -481,7 +484,7 @@ class FakePg(object):
             sql = argv[-1]
             if self.psql_fail and self.psql_fail in sql:
                 return 2, "", 'ERROR:  relation "job" does not exist\n'
-            if sql == ta.CHECK_QUERY:
+            if sql == trc.CHECK_QUERY:
                 rows = [f"param\x1f{k}\x1f{v}" for k, v in sorted(self.params.items())]
                 rows += ["live\x1f3\x1f", "all\x1f5\x1f", "server\x1f15.5\x1f"]
                 return 0, "".join(row + "\n" for row in rows), ""
@@ -494,7 +497,7 @@ def test_restore_check_reads_params_and_cleans_up(tmp_path, cluster):
     scratch_parent = tmp_path / "scratch"
     scratch_parent.mkdir()
     fake = FakePg()
-    check = ta.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999)
+    check = trc.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999)
     found = check.run_check()
     assert found["jidcounter"] == "41" and found["schema_version"] == "2.2-4"
     assert found["job_count"] == 3 and found["job_count_with_archive"] == 5 and found["server_version"] == "15.5"
@@ -517,13 +520,13 @@ def test_restore_check_failures_still_stop_and_clean_up(tmp_path, cluster):
     scratch_parent.mkdir()
     fake = FakePg(start_rc=1)
     with pytest.raises(ArchiveError, match="PostgreSQL did not start on the restored copy") as err:
-        ta.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999).run_check()
+        trc.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999).run_check()
     assert err.value.info["rc"] == 1
     assert os.listdir(scratch_parent) == []
 
     fake = FakePg(psql_fail="ONLY job")
     with pytest.raises(ArchiveError, match='psql on the restored copy .* failed .*relation "job" does not exist'):
-        ta.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999).run_check()
+        trc.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", fake, port=5999).run_check()
     assert "stop" in fake.calls[-1] and os.listdir(scratch_parent) == []
 
 
@@ -532,7 +535,7 @@ def test_restore_check_of_an_archive_with_another_top_level(tmp_path):
     scratch_parent = tmp_path / "scratch"
     scratch_parent.mkdir()
     with pytest.raises(ArchiveError, match="refusing to extract"):
-        ta.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", FakePg(), port=1).run_check()
+        trc.RestoreCheck(path, "psql", str(scratch_parent), "/pg/bin", FakePg(), port=1).run_check()
     assert os.listdir(scratch_parent) == []
 
 
@@ -540,30 +543,30 @@ def test_restore_check_of_an_archive_with_another_top_level(tmp_path):
 def test_manifest_never_guesses():
     info = dict(sha256="s", size=10, pg_version="15", system_identifier="1", top_level="psql", members=3,
                 file_bytes=99)
-    manifest = ta.build_manifest("/b/a.tgz", info, "native", source={}, engine={"version": "2.2"},
+    manifest = tf.build_manifest("/b/a.tgz", info, "native", source={}, engine={"version": "2.2"},
                                  params_source=None, verification=None, tools={})
     assert manifest["archive"] == "a.tgz" and manifest["engine_version"] == "2.2"
     for key in ("jidcounter", "schema_version", "job_count", "params", "verified", "engine_build"):
         assert manifest[key] is None
-    assert manifest["format_version"] == ta.MANIFEST_FORMAT_VERSION
+    assert manifest["format_version"] == tf.MANIFEST_FORMAT_VERSION
 
 
 def test_compare_manifest():
     manifest = dict(sha256="a", archive_size=10, jidcounter="41", job_count=3)
-    assert ta.compare_manifest(None, {}) == []
-    assert ta.compare_manifest(manifest, dict(sha256="a", size=10)) == []
-    assert ta.compare_manifest(manifest, dict(sha256="b", size=11)) == [
+    assert tf.compare_manifest(None, {}) == []
+    assert tf.compare_manifest(manifest, dict(sha256="a", size=10)) == []
+    assert tf.compare_manifest(manifest, dict(sha256="b", size=11)) == [
         "sha256 is b, the manifest says a", "archive_size is 11, the manifest says 10"]
-    assert ta.compare_manifest(manifest, dict(sha256="a", size=10), dict(jidcounter="40", job_count=3)) == [
+    assert tf.compare_manifest(manifest, dict(sha256="a", size=10), dict(jidcounter="40", job_count=3)) == [
         "jidcounter read from the restored copy is 40, the manifest says 41"]
 
 
 def test_small_helpers(tmp_path, cluster):
-    assert ta.dir_size(cluster) == 3 + 8192 + 250000
-    assert ta.human_size(512) == "512 B" and ta.human_size(3 * 1024 * 1024) == "3.0 MiB"
-    assert ta.sidecar_paths("/b/a.tgz") == ("/b/a.tgz.sha256", "/b/a.tgz.manifest.json")
-    assert ta.sh_quote("it's") == "'it'\"'\"'s'"
-    assert ta.same_filesystem(str(tmp_path), cluster) and not ta.same_filesystem("/nonexistent", cluster)
-    assert ta.free_bytes(str(tmp_path)) > 0 and 0 < ta.free_port() < 65536
-    assert ta.utc_now().endswith("Z") and len(ta.utc_now()) == 20
-    assert ta.file_sha256(os.path.join(cluster, "PG_VERSION")) == hashlib.sha256(b"15\n").hexdigest()
+    assert tf.dir_size(cluster) == 3 + 8192 + 250000
+    assert tf.human_size(512) == "512 B" and tf.human_size(3 * 1024 * 1024) == "3.0 MiB"
+    assert tf.sidecar_paths("/b/a.tgz") == ("/b/a.tgz.sha256", "/b/a.tgz.manifest.json")
+    assert trc.sh_quote("it's") == "'it'\"'\"'s'"
+    assert tf.same_filesystem(str(tmp_path), cluster) and not tf.same_filesystem("/nonexistent", cluster)
+    assert tf.free_bytes(str(tmp_path)) > 0 and 0 < trc.free_port() < 65536
+    assert tf.utc_now().endswith("Z") and len(tf.utc_now()) == 20
+    assert tf.file_sha256(os.path.join(cluster, "PG_VERSION")) == hashlib.sha256(b"15\n").hexdigest()
