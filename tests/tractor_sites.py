@@ -31,10 +31,36 @@ def passed_through() -> dict:
     return {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
 
 
+# Ports for the servers of test sites come from below the kernel's ephemeral range: a port taken
+# there with bind(0) is free only for the moment, and any outgoing connection (a client, psql, a
+# restore check's scratch server) may get it as its source port before the site's server binds
+# it. Each port is also claimed with a lock file for as long as this process lives, so two pytest
+# workers never hand out the same one.
+SITE_PORTS = range(20000, 32000)
+PORT_LOCK_DIR = "/var/tmp/tractor-test-ports"
+_claimed: list = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    import fcntl
+    import random
+    os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+    for port in random.sample(SITE_PORTS, 200):
+        handle = open(os.path.join(PORT_LOCK_DIR, str(port)), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                handle.close()
+                continue
+        _claimed.append(handle)  # held until this process ends
+        return port
+    raise RuntimeError(f"no free port in {SITE_PORTS} after 200 tries")
 
 
 class Site:

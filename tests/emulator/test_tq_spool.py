@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 
 import pytest
+
+from tractor_sites import free_port
 
 VERSION = "2.4"
 JOB_HEADER = ["jid", "user", "title", "pri", "blkd", "redy", "actv", "err", "done", "spooled"]
@@ -80,10 +81,6 @@ class Farm:
             pass
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def lines_of(path: str) -> list[str]:
