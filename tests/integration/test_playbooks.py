@@ -121,7 +121,8 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
     jid = engine1.spool({"title": "long", "tasks": [{"title": "t", "argv": ["sh", "-c", "sleep 12; echo finished"]}]})
     engine1.wait_tasks(jid, lambda ts: ts[0]["state"] == "active", timeout=30)
 
-    farm.play("upgrade", upgrade_version="2.4", upgrade_serial=[1, "100%"])
+    # as text, the way an AWX survey or a CI variable sends it
+    farm.play("upgrade", upgrade_version="2.4", upgrade_serial='[1, "100%"]')
 
     for one in (site, other):
         assert engine_status(one)["version"] == "2.4"
