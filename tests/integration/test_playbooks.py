@@ -206,6 +206,8 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     entry = farm.report("downgrade")["engines"][0]
     assert entry["result"] == "ok" and entry["version_after"] == "2.1"
     assert entry["database"]["path"] == "restored" and "2.2-4" in entry["database"]["reason"], entry["database"]
+    # the two jobs spooled after the backup ("lost" and "running") are named as given up
+    assert entry["database"]["lost_job_ids"] == [kept + 1, running], entry["database"]
     # the archive was read in full once (the verification); steps 4 and 5 trusted that read
     assert int(entry["backup"]["full_reads"]) == 1, entry["backup"]
 
