@@ -205,7 +205,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
     COMMON_REQUIRED_ONE_OF, check_arguments, common_argument_spec,
 )
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_paths import path_identity
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import dir_size
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_paths import existing_ancestor, path_identity
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
     SiteConfig, TractorConfigError, install_dir_for,
 )
@@ -241,21 +242,13 @@ def mount_of(path, mounts):
     return '/', 'unknown', 'unknown'
 
 
-def existing_parent(path):
-    current = os.path.abspath(path)
-    while not os.path.exists(current) and current != '/':
-        current = os.path.dirname(current)
-    return current
-
-
 def describe_path(path, mounts):
     exists = os.path.exists(path)
-    real = os.path.realpath(path if exists else existing_parent(path))
-    if not exists:
-        real = os.path.join(real, os.path.relpath(os.path.abspath(path), existing_parent(path)))
+    # symlinks and '..' resolved as the kernel does for the part that exists (tractor_paths)
+    real = os.path.realpath(path)
     mount_point, fstype, source = mount_of(real, mounts)
     try:
-        stat = os.statvfs(existing_parent(path))
+        stat = os.statvfs(existing_ancestor(real))
         free = stat.f_bavail * stat.f_frsize
     except OSError:
         free = None
@@ -272,17 +265,6 @@ def describe_path(path, mounts):
     return dict(path=path, realpath=real, exists=exists, mount_point=mount_point, mount_source=source,
                 fstype=fstype, network=fstype in NETWORK_FSTYPES or fstype.startswith('nfs'), free_bytes=free,
                 owner=owner, identity=path_identity(path))
-
-
-def directory_size(path):
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path, onerror=lambda err: None):
-        for name in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def cmdlog_port(config):
@@ -396,7 +378,7 @@ def main():
                    db_data_dir=describe_path(db_dir, mounts)),
         extra_paths=dict((path, describe_path(path, mounts)) for path in params['extra_paths']),
         database=dict(initialised=initialised,
-                      size=directory_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
+                      size=dir_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
         engine_owner=owner,
         machine=machine_identity(),
         address=config.client_address(params['engine']),

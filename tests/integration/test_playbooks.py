@@ -157,6 +157,17 @@ def test_rolling_upgrade_of_two_engines_with_an_active_task(farm, site, make_sit
     assert {e["result"] for e in farm.report("upgrade")["engines"]} == {"unchanged"}
 
 
+def upgrade_then_run_a_job(farm, site, version, title):
+    """Upgrade "prod" to ``version`` (the upgrade backs it up first), then run one job on the new
+    engine, after that backup: (backup archive, new engine, the job's jid)."""
+    farm.play("upgrade", upgrade_version=version)
+    backup = sorted(glob.glob(os.path.join(farm.backups, "prod", "*.tgz")))[-1]
+    new = EngineProc(site, None)
+    jid = new.spool({"title": title, "tasks": [{"title": "t", "argv": ["echo", title]}]})
+    wait_done(new, jid)
+    return backup, new, jid
+
+
 # -- downgrade with restore (a schema change), log purge and counter -----------------------------------------------
 def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     # 2.1 -> 2.2 changes the schema (§8), so the downgrade must restore the backup
@@ -167,11 +178,7 @@ def test_downgrade_restores_purges_logs_and_sets_the_counter(farm, site):
     site.start_blade("2.1", "blade", "--poll", "5")
     kept = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["echo", "kept"]}]})
     wait_done(engine, kept)
-    farm.play("upgrade", upgrade_version="2.2")  # takes the backup (made with 2.1)
-    backup = sorted(glob.glob(os.path.join(farm.backups, "prod", "*.tgz")))[-1]
-    new = EngineProc(site, None)
-    lost = new.spool({"title": "after", "tasks": [{"title": "t", "argv": ["echo", "lost"]}]})
-    wait_done(new, lost)
+    backup, new, lost = upgrade_then_run_a_job(farm, site, "2.2", "lost")  # the backup is made with 2.1
     lost_logs = os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{lost}")
     assert os.path.isdir(lost_logs)
     # A command still running when the downgrade starts (steps 1-3 are about it).
@@ -225,11 +232,7 @@ def test_downgrade_keeps_the_database_when_the_schema_is_unchanged(farm, site):
     site.start_blade("2.2", "blade")
     before = engine.spool({"title": "before", "tasks": [{"title": "t", "argv": ["echo", "before"]}]})
     wait_done(engine, before)
-    farm.play("upgrade", upgrade_version="2.4")  # takes the backup (made with 2.2)
-    backup = sorted(glob.glob(os.path.join(farm.backups, "prod", "*.tgz")))[-1]
-    new = EngineProc(site, None)
-    after = new.spool({"title": "after", "tasks": [{"title": "t", "argv": ["echo", "after"]}]})
-    wait_done(new, after)
+    backup, new, after = upgrade_then_run_a_job(farm, site, "2.4", "after")  # the backup is made with 2.2
     after_logs = os.path.join(site.data_dir, "cmd-logs", site.owner.pw_name, f"J{after}")
     jobs_before = {(j["jid"], j["title"]) for j in new.select("job", "", "Job.jid,Job.title")}
     counter = params(site, "2.4")["jidcounter"]
