@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Merge the sections of one bench results file into another and redraw the page.
 
-    bench/merge.py INTO.json FROM.json [--note TEXT ...]
+    bench/merge.py INTO.json FROM.json
 
 For a run split over two `make bench` invocations (e.g. BENCH_SECTIONS=overhead,fleet and
 BENCH_SECTIONS=throughput,downtime,growth in separate BENCH_WORLDs): FROM's sections replace
@@ -27,7 +27,6 @@ def main() -> int:
     parser.add_argument("into", type=Path)
     parser.add_argument("source", type=Path)
     parser.add_argument("--sections", help="comma-separated sections to take (default: those FROM ran)")
-    parser.add_argument("--note", action="append", default=[], help="a line for the page's machine section")
     parser.add_argument("--world", type=Path, help="FROM's BENCH_WORLD: its golden/<size>/prepared.json describe "
                         "the databases FROM ran on (a FROM written with BENCH_MERGE_INTO keeps the earlier ones)")
     args = parser.parse_args()
@@ -41,6 +40,8 @@ def main() -> int:
         raise SystemExit(f"{args.source} has no section {', '.join(missing)}")
     for name in names:
         into["sections"][name] = source["sections"][name]
+        into.setdefault("section_runs", {})[name] = source.get("section_runs", {}).get(name) or {
+            k: run_info.get(k) for k in ("git", "date", "load_average_start")}
     sizes = {str(size) for size in run_info["settings"]["sizes"]} | {str(size) for size in into["settings"]["sizes"]}
     prepared = {k: v for k, v in into.get("prepared", {}).items() if k in sizes}
     if args.world:
@@ -52,8 +53,12 @@ def main() -> int:
     into.setdefault("merged_runs", []).append(
         {k: run_info.get(k) for k in ("date", "git", "settings", "load_average_start", "load_average_end", "duration_s")}
         | {"sections_taken": names})
-    into["notes"] = into.get("notes", []) + args.note
-    for key in ("backup_speedup_vs_dbctl", "upgrade_downtime_ratio", "fleet_6_over_1", "downgrade_overhead_vs_script"):
+    into.pop("notes", None)  # the page speaks to users: no free-text notes
+    # growth is recomputed from the sections now on the page, whichever run they came from
+    if "growth" in into["sections"]:
+        into["sections"]["growth"] = run.section_growth(into["sections"].get("throughput", {}),
+                                                        into["sections"].get("downtime", {}))
+    for key in list(run.TARGETS) + ["backup_speedup_vs_dbctl"]:
         into.pop(key, None)
     values = run.headline(into)
     into.update(values)

@@ -34,11 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as B  # noqa: E402
 
+# Each headline is a median ratio with both sides measured interleaved in the same run.
 TARGETS = {
-    "backup_speedup_vs_dbctl": (">=", 1.8),
+    # the upgrade role with its default backup (copy while stopped, archive after the switch)
+    "upgrade_downtime_with_backup_ratio": ("<=", 1.3),
     "upgrade_downtime_ratio": ("<=", 1.2),
+    "backup_window_over_copy": ("<=", 1.5),
+    # the backup step as the roles run it (tractor_db, default verification)
+    "backup_module_speedup_vs_dbctl": (">=", 1.5),
+    # the writer alone, without Ansible, verification or fsync
+    "backup_native_writer_speedup_vs_dbctl": (">=", 1.8),
+    "downgrade_window_vs_script": ("<=", 1.5),
+    "downgrade_overhead_vs_script": ("<=", 2.5),
     "fleet_6_over_1": ("<=", 2.0),
-    "downgrade_overhead_vs_script": ("<=", 1.5),
 }
 
 
@@ -84,8 +92,9 @@ def section_throughput(cfg: dict) -> dict:
         native, dbctl = work / "native.tgz", work / "dbctl.tgz"
         plain = work / "plain.tar"
         B.run(["tar", "cf", plain, "-C", src.parent, src.name])
+        # as the roles run it: the default verification (a scratch restore), the action plugin's async job
         module_args = {"install_dir": str(B.PREFIX / f"Tractor-{B.OLD}"), "config_dir": str(golden.config_dir),
-                       "state": "backup", "path": str(work / "module.tgz"), "verify": "archive", "force": True}
+                       "state": "backup", "path": str(work / "module.tgz"), "force": True}
         module_argv = [B.VENV_BIN / "ansible", "localhost", "-c", "local", "-m", "renderfarm.tractor.tractor_db",
                        "-a", json.dumps(module_args), "-e", f"ansible_python_interpreter={B.HOST_PYTHON}"]
 
@@ -225,6 +234,21 @@ def upgrade_window(site: B.Site, golden: B.Site, backup: bool, collections: Path
     return {"window": window, "playbook": total, "timings": json.loads(timings.read_text())}
 
 
+def backup_window(site: B.Site, golden: B.Site, tag: str) -> dict:
+    site.clone_from(golden)
+    site.start_engine(B.OLD)
+    inventory = B.write_inventory(B.WORLD / "inventories" / f"{site.name}.json", {site.name: site.inventory_vars(B.OLD)})
+    timings = B.WORLD / "timings" / f"backup-{tag}.json"
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    with B.Poller(site.port) as poller:
+        total = B.playbook("backup.yml", inventory, {}, timings=timings)
+        poller.wait_until(B.OLD)
+    window = poller.window(B.OLD)
+    site.stop_everything()
+    B.rmtree(B.WORLD / "backups" / site.name)
+    return {"window": window, "playbook": total}
+
+
 def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
     out = {}
     bare, switch, role = B.Site("dt-bare"), B.Site("dt-switch"), B.Site("dt-role")
@@ -237,7 +261,8 @@ def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
         # the expensive variant (a backup and a scratch restore inside the window)
         n_backup = int(os.environ.get("BENCH_BACKUP_REPEATS", "2"))
         times = {k: [] for k in ("migration", "bare_restart", "bare_switch", "role", "role_playbook",
-                                 "role_with_backup", "role_with_backup_playbook", "role_before", "role_before_playbook")}
+                                 "role_with_backup", "role_with_backup_playbook", "role_before", "role_before_playbook",
+                                 "backup_window", "backup_playbook", "copy")}
         role_profiles = []
 
         def run_bare():
@@ -268,12 +293,25 @@ def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
             times["role_playbook"].append(result["playbook"])
             role_profiles.append(result["timings"])
 
+        def run_backup():
+            """The backup playbook with its defaults on a running engine: the window is the copy."""
+            result = backup_window(role, golden, f"{size}")
+            times["backup_window"].append(result["window"])
+            times["backup_playbook"].append(result["playbook"])
+
+        def run_copy():
+            """The baseline of the backup window: a plain cp -a of the stopped psql/."""
+            target = B.WORLD / "copy-baseline"
+            B.rmtree(target)
+            times["copy"].append(B.timed(["cp", "-a", golden.db_dir, target])[0])
+            B.rmtree(target)
+
         def run_role_before():
             result = upgrade_window(role, golden, False, collections_before, f"{size}-before")
             times["role_before"].append(result["window"])
             times["role_before_playbook"].append(result["playbook"])
 
-        variants = [run_bare, run_switch, run_role]
+        variants = [run_bare, run_switch, run_role, run_backup, run_copy]
         if collections_before is not None and size == min(cfg["sizes"]):
             variants.append(run_role_before)
         B.log(f"downtime: {size} tasks, {n} repetitions ({n_backup} with the backup)")
@@ -292,6 +330,7 @@ def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
             "ratio_role_vs_restart_plus_migration": round(stats["role"]["median"] / baseline, 3),
             "ratio_role_vs_bare_switch": B.ratio(stats["role"], stats["bare_switch"]),
             "ratio_role_with_backup_vs_restart_plus_migration": round(stats["role_with_backup"]["median"] / baseline, 3),
+            "ratio_backup_window_over_copy": B.ratio(stats["backup_window"], stats["copy"]),
             "role_profile": role_profiles[len(role_profiles) // 2] if role_profiles else None,
         }
         if "role_before" in stats:
@@ -299,7 +338,9 @@ def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
         out[str(size)] = entry
         B.log(f"  window: role {stats['role']['median']:.2f} s, bare restart {stats['bare_restart']['median']:.2f} s "
               f"+ migration {stats['migration']['median']:.2f} s, bare switch {stats['bare_switch']['median']:.2f} s, "
-              f"role+backup {stats['role_with_backup']['median']:.2f} s -> {entry['ratio_role_vs_restart_plus_migration']}x")
+              f"role+backup {stats['role_with_backup']['median']:.2f} s -> {entry['ratio_role_vs_restart_plus_migration']}x; "
+              f"backup window {stats['backup_window']['median']:.2f} s, cp -a {stats['copy']['median']:.2f} s "
+              f"-> {entry['ratio_backup_window_over_copy']}x")
     for site in (bare, switch, role):
         site.remove()
     return out
@@ -391,21 +432,29 @@ def section_overhead(cfg: dict, collections_before: Path | None) -> dict:
         timings = B.WORLD / "timings" / f"downgrade-{tag}.json"
         # downgrade_restore=always: the script restores, so the playbook must do the same steps (by
         # default it keeps a database whose schema is the backup's, as 2.4's is 2.2's)
-        seconds = B.playbook("downgrade.yml", inventory,
-                             {"downgrade_version": B.OLD, "downgrade_backup": str(archive), "downgrade_verify": verify,
-                              "downgrade_restore": "always"},
-                             collections=collections, timings=timings)
+        with B.Poller(site.port) as poller:
+            seconds = B.playbook("downgrade.yml", inventory,
+                                 {"downgrade_version": B.OLD, "downgrade_backup": str(archive),
+                                  "downgrade_verify": verify, "downgrade_restore": "always"},
+                                 collections=collections, timings=timings)
+            poller.wait_until(B.OLD)
+        windows[tag].append(poller.window(B.OLD))
         check()
         return seconds, json.loads(timings.read_text())
 
     def script() -> float:
         setup()
-        seconds = B.timed([B.BENCH / "baseline" / "downgrade.sh", B.PREFIX / f"Tractor-{B.OLD}", site.config_dir,
-                           site.data_dir, site.port, archive, B.OLD])[0]
+        with B.Poller(site.port) as poller:
+            seconds = B.timed([B.BENCH / "baseline" / "downgrade.sh", B.PREFIX / f"Tractor-{B.OLD}",
+                               site.config_dir, site.data_dir, site.port, archive, B.OLD])[0]
+            poller.wait_until(B.OLD)
+        windows["script"].append(poller.window(B.OLD))
         check()
         return seconds
 
     times = {k: [] for k in ("script", "playbook", "playbook_verify_archive", "playbook_before")}
+    # the engine's unavailable window (step 3's kill until the old version answers), by variant tag
+    windows = {k: [] for k in ("script", "after", "after-archive", "before")}
     profiles = {k: [] for k in times}
     variants = [("script", lambda: (script(), None)),
                 ("playbook", lambda: playbook("restore", None, "after"))]
@@ -423,15 +472,18 @@ def section_overhead(cfg: dict, collections_before: Path | None) -> dict:
             if profile:
                 profiles[name].append(profile)
     stats = {k: B.summary(v) for k, v in times.items() if v}
-    result = {"tasks": size, "archive": str(archive), "seconds": stats,
+    window_stats = {k: B.summary(v) for k, v in windows.items() if v}
+    result = {"tasks": size, "archive": str(archive), "seconds": stats, "window_seconds": window_stats,
               "ratio_playbook_vs_script": B.ratio(stats["playbook"], stats["script"]),
+              "ratio_window_playbook_vs_script": B.ratio(window_stats["after"], window_stats["script"]),
               "profile": {k: aggregate_profile(v) for k, v in profiles.items() if v}}
     if "playbook_verify_archive" in stats:
         result["ratio_playbook_verify_archive_vs_script"] = B.ratio(stats["playbook_verify_archive"], stats["script"])
     if "playbook_before" in stats:
         result["ratio_playbook_before_vs_script"] = B.ratio(stats["playbook_before"], stats["script"])
     B.log(f"  playbook {stats['playbook']['median']:.2f} s, script {stats['script']['median']:.2f} s -> "
-          f"{result['ratio_playbook_vs_script']}x"
+          f"{result['ratio_playbook_vs_script']}x; window {window_stats['after']['median']:.2f} s against "
+          f"{window_stats['script']['median']:.2f} s -> {result['ratio_window_playbook_vs_script']}x"
           + (f" (before: {result['ratio_playbook_before_vs_script']}x)" if "playbook_before" in stats else ""))
     site.remove()
     return result
@@ -473,6 +525,9 @@ def section_growth(throughput: dict, downtime: dict) -> dict:
     if downtime:
         add("schema_upgrade", downtime, "migration")
         add("upgrade_window_role", downtime, "role")
+        add("upgrade_window_role_with_backup", downtime, "role_with_backup")
+        add("backup_window", downtime, "backup_window")
+        add("copy_baseline", downtime, "copy")
     return series
 
 
@@ -480,16 +535,23 @@ def section_growth(throughput: dict, downtime: dict) -> dict:
 def headline(results: dict) -> dict:
     sections = results["sections"]
     values = {}
-    if "throughput" in sections:
-        largest = str(max(int(k) for k in sections["throughput"]))
-        values["backup_speedup_vs_dbctl"] = sections["throughput"][largest]["speedup_native_vs_dbctl"]
     if "downtime" in sections:
+        # the worst size
+        values["upgrade_downtime_with_backup_ratio"] = max(e["ratio_role_with_backup_vs_restart_plus_migration"]
+                                                           for e in sections["downtime"].values())
         values["upgrade_downtime_ratio"] = max(e["ratio_role_vs_restart_plus_migration"]
                                                for e in sections["downtime"].values())
+        values["backup_window_over_copy"] = max(e["ratio_backup_window_over_copy"]
+                                                for e in sections["downtime"].values())
+    if "throughput" in sections:
+        largest = str(max(int(k) for k in sections["throughput"]))
+        values["backup_module_speedup_vs_dbctl"] = sections["throughput"][largest]["speedup_module_vs_dbctl"]
+        values["backup_native_writer_speedup_vs_dbctl"] = sections["throughput"][largest]["speedup_native_vs_dbctl"]
+    if "overhead" in sections:
+        values["downgrade_window_vs_script"] = sections["overhead"]["ratio_window_playbook_vs_script"]
+        values["downgrade_overhead_vs_script"] = sections["overhead"]["ratio_playbook_vs_script"]
     if "fleet" in sections:
         values["fleet_6_over_1"] = sections["fleet"]["ratio_6_over_1"]
-    if "overhead" in sections:
-        values["downgrade_overhead_vs_script"] = sections["overhead"]["ratio_playbook_vs_script"]
     return values
 
 
@@ -521,6 +583,7 @@ def main() -> int:
         "machine": B.machine(), "settings": cfg, "prepared": prepared, "targets": TARGETS,
         "load_average_start": list(os.getloadavg()), "sections": {},
     }
+    load_start = results["load_average_start"]
     merge_into = os.environ.get("BENCH_MERGE_INTO")
     if merge_into:  # add this run's sections to an earlier results file
         earlier = json.loads(Path(merge_into).read_text())
@@ -544,6 +607,11 @@ def main() -> int:
         sections["growth"] = section_growth(sections.get("throughput", {}), sections.get("downtime", {}))
     for name in [k for k, v in sections.items() if v is None]:
         del sections[name]
+    # which run measured each section (a file may hold sections of several runs, merged)
+    this_run = {"git": B.run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip(),
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "load_average_start": load_start}
+    results.setdefault("section_runs", {}).update({name: this_run for name in cfg["sections"] if name in sections})
     if not merge_into:
         results["load_average_end"] = list(os.getloadavg())
         results["duration_s"] = round(time.time() - started, 1)

@@ -5,7 +5,9 @@
 2. starts a production engine on 2.2 with a blade and three jobs (one runs through the upgrade);
 3. brings up a staging 2.4 engine beside it (renderfarm.tractor.staging, staged from the tarball);
 4. backs production up (renderfarm.tractor.backup): the engine is down only while its database is
-   copied, the archive is written from the copy while it serves again;
+   copied, the archive is written from the copy while it serves again. The demo's database is
+   small, so the archive is written at 4 MiB/s (backup_max_rate) to show the progress lines a
+   large one prints;
 5. upgrades production to 2.4 (renderfarm.tractor.upgrade): the same copy in phase 3, the archive
    of the 2.2 database written in phase 6 while 2.4 serves;
 6. downgrades it back to 2.2 (renderfarm.tractor.downgrade): 2.4 kept the 2.2 schema, so the job
@@ -102,8 +104,9 @@ def main() -> int:
     banner("3. Staging engine on 2.4 beside it (renderfarm.tractor.staging)")
     playbook("playbooks/staging.yml", inventory)
 
-    banner("4. Back up production (renderfarm.tractor.backup): down only for the copy, archived while serving")
-    playbook("playbooks/backup.yml", inventory, "-e", "tractor_hosts=production")
+    banner("4. Back up production (renderfarm.tractor.backup): down only for the copy, archived while serving "
+           "(at 4 MiB/s, to show its progress)")
+    playbook("playbooks/backup.yml", inventory, "-e", "tractor_hosts=production", "-e", "backup_max_rate=4M")
 
     banner("5. Upgrade production to 2.4 (renderfarm.tractor.upgrade); the long job keeps running, the archive is written after the switch")
     playbook("playbooks/upgrade.yml", inventory, "-e", "tractor_hosts=production", "-e", "upgrade_version=2.4")

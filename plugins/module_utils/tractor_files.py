@@ -72,6 +72,37 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def backup_needs(size, factor=1.0, verify='restore', copy_first=False, scratch_apart=False, copy_made=False):
+    """Bytes a backup needs free on the filesystem of its directory, by part; the one rule the
+    preflight (tractor_info) and the module (tractor_db) both apply.
+
+    ``size`` is the size of DBDataDir. ``archive``: size times ``factor`` (compressed it is
+    smaller; 1.0 is safe for any data). ``copy``: the copy of the stopped database taken first
+    (``copy_first``), unless it is made already (``copy_made``: its room is taken). ``scratch``:
+    the restore check's extraction (``verify='restore'``), unless it goes to another filesystem
+    (``scratch_apart``) or into the room of the copy, which is removed once the archive is written,
+    before the check: so copy and scratch never coexist, and ``needed`` is archive + the larger.
+    """
+    archive = int(size * max(0.0, factor))
+    copy = size if copy_first and not copy_made else 0
+    scratch = size if verify == 'restore' and not scratch_apart and not copy_made else 0
+    return dict(archive=archive, copy=copy, scratch=scratch, needed=archive + max(copy, scratch))
+
+
+def describe_needs(needs):
+    """'the archive (12.0 MB), then the copy taken while the engine is stopped (40.0 MB)' etc."""
+    words = ['the archive (%s)' % human_size(needs['archive'])]
+    extra = []
+    if needs['copy']:
+        extra.append('the copy taken while the engine is stopped')
+    if needs['scratch']:
+        extra.append('the scratch copy of its restore check')
+    if extra:
+        words.append('a copy of the database beside it (%s): %s' % (
+            human_size(max(needs['copy'], needs['scratch'])), ', then '.join(extra)))
+    return ', and '.join(words)
+
+
 def same_filesystem(a, b):
     try:
         return os.stat(a).st_dev == os.stat(b).st_dev

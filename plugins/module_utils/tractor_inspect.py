@@ -24,6 +24,7 @@ import zlib
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import (
     READ_CHUNK, ArchiveError, file_identity,
 )
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_progress import CountingReader
 
 MAX_PROBLEMS = 20
 
@@ -109,23 +110,24 @@ def data_dir_identity(db_dir):
                 pg_version_ctime_ns=getattr(st, 'st_ctime_ns', int(st.st_ctime * 1e9)))
 
 
-def inspect_archive_identified(path, top=None):
+def inspect_archive_identified(path, top=None, progress=None):
     """inspect_archive(), plus the file's identity (file_identity) when it did not change during
     the read, so that a later step of the same run can recognise the unchanged file; else None."""
     before = file_identity(path)
-    info = inspect_archive(path, top=top)
+    info = inspect_archive(path, top=top, progress=progress)
     info['identity'] = before if file_identity(path) == before else None
     return info
 
 
-def inspect_archive(path, top=None):
+def inspect_archive(path, top=None, progress=None):
     """Decompress and walk the whole archive, in one pass.
 
     Returns dict(sha256, size, members, file_bytes, top_level, pg_version, system_identifier,
     postmaster_pid, problems).  ``problems`` lists structural faults (more than one top-level
     entry, absolute or '..' paths, links out of the tree, no PG_VERSION or global/): such an
     archive must not be restored.  Raises ArchiveError when the file cannot be decompressed or is
-    not a tar; its ``info`` still holds the sha256 of the whole file.
+    not a tar; its ``info`` still holds the sha256 of the whole file. ``progress`` (a
+    tractor_progress.Progress) counts the compressed bytes read.
     """
     info = dict(path=path, sha256=None, size=None, members=0, file_bytes=0, top_level=None,
                 pg_version=None, system_identifier=None, postmaster_pid=False, problems=[])
@@ -136,7 +138,7 @@ def inspect_archive(path, top=None):
     except (IOError, OSError) as exc:
         raise ArchiveError('cannot read %s: %s' % (path, exc), info)
     with raw:
-        reader = HashingReader(raw)
+        reader = HashingReader(raw if progress is None else CountingReader(raw, progress))
         error = None
         try:
             gz = gzip.GzipFile(fileobj=reader, mode='rb')
@@ -195,12 +197,13 @@ def inspect_archive(path, top=None):
     return info
 
 
-def safe_extract(path, dest, top=None, uid=None, gid=None):
+def safe_extract(path, dest, top=None, uid=None, gid=None, progress=None):
     """Extract the archive below dest, refusing anything member_problems() objects to.
 
     Directories are created 0700, files keep their owner bits only (PostgreSQL wants 0600/0700);
     with uid/gid every created path is chowned to them (a root process preparing files for the
-    EngineOwner).  Returns the number of members extracted.
+    EngineOwner).  ``progress`` counts the compressed bytes read.  Returns the number of members
+    extracted.
     """
     count = 0
     dirs = []
@@ -211,7 +214,8 @@ def safe_extract(path, dest, top=None, uid=None, gid=None):
             (os.chown if follow else os.lchown)(target, uid, -1 if gid is None else gid)
 
     try:
-        with gzip.open(path, 'rb') as gz:
+        with open(path, 'rb') as raw:
+            gz = gzip.GzipFile(fileobj=raw if progress is None else CountingReader(raw, progress), mode='rb')
             tar = tarfile.open(fileobj=gz, mode='r|')
             for member in tar:
                 problems = member_problems(member, top)

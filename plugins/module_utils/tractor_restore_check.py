@@ -154,7 +154,7 @@ class RestoreCheck(object):
     """
 
     def __init__(self, archive, top, scratch_parent, bindir, runner, dbname='tractor', uid=None,
-                 gid=None, timeout=60, port=None):
+                 gid=None, timeout=60, port=None, progress=None):
         self.archive = archive
         self.top = top
         self.scratch_parent = scratch_parent
@@ -169,6 +169,7 @@ class RestoreCheck(object):
         self.scratch = None
         self.scratch_removed = None
         self.notes = []
+        self.progress = progress
 
     def tool(self, name):
         return os.path.join(self.bindir, name)
@@ -214,7 +215,10 @@ class RestoreCheck(object):
             if self.uid is not None:
                 os.chown(self.scratch, self.uid, -1 if self.gid is None else self.gid)
             os.chmod(self.scratch, 0o700)
-            safe_extract(self.archive, self.scratch, self.top, self.uid, self.gid)
+            if self.progress is not None:
+                self.progress.step('restore check: unpacking into %s' % self.scratch,
+                                   total=os.path.getsize(self.archive))
+            safe_extract(self.archive, self.scratch, self.top, self.uid, self.gid, progress=self.progress)
             data = os.path.join(self.scratch, self.top)
             if not os.path.isdir(data):
                 raise ArchiveError('the archive did not restore a %s/ directory' % self.top)
@@ -226,6 +230,8 @@ class RestoreCheck(object):
                     if name == 'postmaster.pid':
                         self.notes.append('removed postmaster.pid from the scratch copy: the backup was taken '
                                           'while PostgreSQL ran')
+            if self.progress is not None:
+                self.progress.step('restore check: PostgreSQL on the scratch copy')
             return self._with_server(data)
         finally:
             self.cleanup()

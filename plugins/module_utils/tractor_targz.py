@@ -21,6 +21,7 @@ import os
 import pwd
 import stat
 import tarfile
+import time
 import zlib
 
 try:
@@ -149,7 +150,7 @@ class ParallelGzipWriter(object):
             self.pool = None
 
 
-def write_tar_stream(src_dir, out, arcname=None):
+def write_tar_stream(src_dir, out, arcname=None, progress=None, max_rate=None):
     """Tar src_dir (as top-level entry ``arcname``) into the file object out, in stream mode.
 
     Sockets, FIFOs and device files are left out (tar would complain about them; a stopped
@@ -162,7 +163,7 @@ def write_tar_stream(src_dir, out, arcname=None):
     # hands the compressor file data in large pieces; the bytes written are the same.
     # GNU format, as GNU tar (tractor-dbctl's `tar cfz`) writes by default: whole-second mtimes
     # in the header. The POSIX format added an extended header to every file for the fraction.
-    tar = tarfile.open(fileobj=_PositionWriter(out), mode='w', format=tarfile.GNU_FORMAT,
+    tar = tarfile.open(fileobj=_PositionWriter(out, progress, max_rate), mode='w', format=tarfile.GNU_FORMAT,
                        copybufsize=TAR_COPY_BUFSIZE)
     try:
         _add_tree(tar, src_dir, arcname, counts, {})
@@ -172,15 +173,28 @@ def write_tar_stream(src_dir, out, arcname=None):
 
 
 class _PositionWriter(object):
-    """write() to out, and tell() how much was written (all tarfile's 'w' mode asks of a file)."""
+    """write() to out, and tell() how much was written (all tarfile's 'w' mode asks of a file);
+    the tar bytes written are the progress of the archive write. With ``max_rate`` (bytes per
+    second) it sleeps as needed to read the source no faster than that."""
 
-    def __init__(self, out):
+    def __init__(self, out, progress=None, max_rate=None, clock=time.monotonic, sleep=time.sleep):
         self.out = out
         self.position = 0
+        self.progress = progress
+        self.max_rate = max_rate
+        self.clock = clock
+        self.sleep = sleep
+        self.started = clock()
 
     def write(self, data):
         self.out.write(data)
         self.position += len(data)
+        if self.progress is not None:
+            self.progress.set(self.position)
+        if self.max_rate:
+            ahead = self.position / float(self.max_rate) - (self.clock() - self.started)
+            if ahead > 0:
+                self.sleep(ahead)
         return len(data)
 
     def tell(self):
@@ -245,12 +259,13 @@ def _add_tree(tar, path, arcname, counts, names):
             _add_tree(tar, os.path.join(path, name), arcname + '/' + name, counts, names)
 
 
-def write_archive(src_dir, raw, level=6, workers=1, block_size=DEFAULT_BLOCK_SIZE, arcname=None):
+def write_archive(src_dir, raw, level=6, workers=1, block_size=DEFAULT_BLOCK_SIZE, arcname=None, progress=None,
+                  max_rate=None):
     """Parallel-gzip'd tar of src_dir onto raw.  Returns dict(sha256, size, members, ...)."""
     sink = HashingSink(raw)
     writer = ParallelGzipWriter(sink, level=level, workers=workers, block_size=block_size)
     try:
-        counts = write_tar_stream(src_dir, writer, arcname=arcname)
+        counts = write_tar_stream(src_dir, writer, arcname=arcname, progress=progress, max_rate=max_rate)
         writer.close()
     except BaseException:
         writer.abort()

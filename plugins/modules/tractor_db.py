@@ -223,7 +223,28 @@ options:
         for any data. V(0) turns the check off.
     type: float
     default: 1.0
+  max_rate:
+    description:
+      - For O(state=backup) with O(method=native). Read the job database (or the copy) no faster
+        than this many bytes per second while the archive is written, for example V(50M) for
+        50 MiB/s, so that a backup written while the engine serves leaves it enough disk
+        bandwidth. Units B, K, M, G (powers of 1024). Unset or V(0), as fast as it can.
+    type: str
+    version_added: 1.1.0
+  progress_file:
+    description:
+      - A file the module keeps rewriting with the progress of its current step (JSON - the step,
+        bytes done of the total, the elapsed time), and removes when it ends.
+      - The collection's action plugin sets it when it runs a long state (V(copy), V(backup),
+        V(verify), V(restore)) as an async job, and prints the progress from it every few
+        seconds. There is no need to set it by hand.
+    type: path
+    version_added: 1.1.0
 notes:
+  - O(state=copy), O(state=backup), O(state=verify) and O(state=restore) run detached on the host
+    (an async job); the controller prints their progress at least every 10 seconds, and a dropped
+    connection to the host does not stop them. Give the task C(async) yourself to get the plain
+    Ansible behaviour instead.
   - The backup archive is a copy of the PostgreSQL data directory. It restores only into a
     PostgreSQL of the same major version (C(PG_VERSION)), and should be restored for the engine
     version that wrote it (C(engine_version) in RV(backup.manifest)); start that version with
@@ -434,6 +455,17 @@ db_copy:
   sample: {"path": "/backups/render01/.copy-20261206T101112Z", "db_data_dir": "/var/spool/tractor/psql",
            "top": "psql", "size": 52428800, "method": "copy", "seconds": 0.8,
            "created": "2026-12-06T10:11:13Z", "system_identifier": "7301234567890123456"}
+needs:
+  description:
+    - For O(state=copy) and O(state=backup), the free space the backup needs on the filesystem of
+      its directory, in bytes, by part; the module refused when it was not there. The rule
+      M(renderfarm.tractor.tractor_info) applies for a preflight (its RV(renderfarm.tractor.tractor_info#module:backup)).
+    - C(archive) is the database size times O(free_space_factor); C(copy) the copy of the stopped
+      database; C(scratch) the restore check's extraction. The copy is removed before the restore
+      check, so C(needed) is C(archive) plus the larger of the two.
+  returned: when O(state=copy) or O(state=backup) got as far as its space check
+  type: dict
+  sample: {"archive": 52428800, "copy": 52428800, "scratch": 52428800, "needed": 104857600}
 msg:
   description: For O(state=restore) when the data directory already held a restore of this archive - that
     it was left as it is, or (O(force=true)) restored again.
@@ -461,6 +493,7 @@ diff:
 '''
 
 import errno
+import fcntl
 import json
 import os
 import pwd
@@ -470,6 +503,7 @@ import time
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.formatters import human_to_bytes
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
     COMMON_REQUIRED_ONE_OF, PAUSED_JOBS_FILE, TractorModule, common_argument_spec,
@@ -483,6 +517,7 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_inspect as archive_inspect
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_restore_check as restore_check
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz as targz
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_progress import Progress, TreeWatcher
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import ArchiveError
 
 STATES = ['status', 'started', 'stopped', 'copy', 'backup', 'verify', 'restore', 'absent']
@@ -512,6 +547,8 @@ def argument_spec():
         free_space_factor=dict(type='float', default=1.0),
         verified_archive=dict(type='dict'),
         source=dict(type='path'),
+        progress_file=dict(type='path'),
+        max_rate=dict(type='str'),
     )
     return spec
 
@@ -586,6 +623,7 @@ class TractorDb(object):
         self.top = os.path.basename(self.db_dir)
         self.verify_level = self.params['verify'] or DEFAULT_VERIFY.get(self.state)
         self.uid, self.gid = self.owner_ids()
+        self.progress = Progress(self.params['progress_file'], what=self.state, target=self.params['path'])
 
     # -- helpers --------------------------------------------------------------------------------------
     def fail(self, msg, **kwargs):
@@ -763,7 +801,7 @@ class TractorDb(object):
         check = restore_check.RestoreCheck(
             path, self.top, scratch, bindir, self.run_read,
             dbname=str(self.tm.config.db_connection.get('dbname') or 'tractor'),
-            uid=self.uid, gid=self.gid, timeout=self.params['timeout'])
+            uid=self.uid, gid=self.gid, timeout=self.params['timeout'], progress=self.progress)
         try:
             found = check.run_check()
         except ArchiveError as exc:
@@ -823,8 +861,10 @@ class TractorDb(object):
             self.result['manifest'] = manifest
         checks = []
         reused = self.reusable_verification(path)
+        if not reused:
+            self.progress.step('reading the archive back (sha256, gzip, tar)', total=os.path.getsize(path))
         try:
-            info = reused or archive_inspect.inspect_archive_identified(path, top=self.top)
+            info = reused or archive_inspect.inspect_archive_identified(path, top=self.top, progress=self.progress)
         except ArchiveError as exc:
             self.result['archive'] = exc.info
             msg = str(exc)
@@ -897,6 +937,8 @@ class TractorDb(object):
             after = status
         else:
             args = [] if self.params['auto_upgrade'] else ['--no-auto-upgrade']
+            self.progress.step('starting the database (tractor-dbctl --start-for-engine%s)'
+                               % ('' if self.params['auto_upgrade'] else ' --no-auto-upgrade'))
             out, err = self.dbctl.change('--start-for-engine', *args)
             if self.module.check_mode:
                 after = dict(status, data_dir_exists=True, data_dir_empty=False, initialized=True, running=True,
@@ -970,8 +1012,29 @@ class TractorDb(object):
                       % (source, found.get('db_data_dir'), self.db_dir))
         if self.params['method'] != 'native':
             self.fail('source needs method=native: tractor-dbctl --backup archives DBDataDir itself')
+        self.lock_copy(source)
         self.result['db_copy'] = found
         return source, os.path.join(source, self.top)
+
+    def lock_copy(self, source):
+        """Hold the copy's marker locked while it is archived: a job that lost its controller may still
+        be archiving it when a re-run comes to finish it."""
+        try:
+            self.copy_lock = open(os.path.join(source, COPY_MARKER), 'rb')
+            fcntl.flock(self.copy_lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError) as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                self.fail('the copy %s is being archived by another run (its job outlived its controller, '
+                          'or it runs now): wait until that ends -- the copy is removed once its archive is '
+                          'written -- then run again. Nothing was changed' % source)
+            self.fail('cannot open the copy %s: %s' % (source, exc))
+        # what an earlier, killed attempt at this very archive left (temporary names of AtomicFile)
+        prefix = '.%s.tmp-' % os.path.basename(self.params['path'])
+        dest = os.path.dirname(self.params['path'])
+        for name in sorted(os.listdir(dest)) if os.path.isdir(dest) else []:
+            if name.startswith(prefix) and self.tm.record('remove %s, left by an interrupted attempt at %s'
+                                                          % (os.path.join(dest, name), self.params['path'])):
+                os.unlink(os.path.join(dest, name))
 
     def state_copy(self):
         """A copy of the stopped DBDataDir in the new directory path, so that the engine can serve
@@ -1007,10 +1070,17 @@ class TractorDb(object):
                       'stop_database: true -- a consistent copy needs it stopped' % self.db_dir, status=before)
         size = backup_files.dir_size(self.db_dir)
         free = backup_files.free_bytes(parent)
-        if self.params['free_space_factor'] > 0 and free < size:
-            self.fail('not enough free space in %s for a copy of %s: %s needed, %s free; free space or choose '
-                      'another path' % (parent, self.db_dir, backup_files.human_size(size),
-                                        backup_files.human_size(free)))
+        # the copy is made for an archive beside it: room for the whole backup, before the engine stays down
+        scratch = self.params['scratch_dir']
+        needs = backup_files.backup_needs(
+            size, self.params['free_space_factor'], self.params['verify'] or 'restore', copy_first=True,
+            scratch_apart=bool(scratch) and os.path.isdir(scratch) and not backup_files.same_filesystem(scratch, parent))
+        if free < needs['needed']:
+            self.fail('not enough free space in %s for a backup by copy of %s: %s needed for %s; %s free. Free '
+                      'space, choose another path, or set scratch_dir on another filesystem'
+                      % (parent, self.db_dir, backup_files.human_size(needs['needed']),
+                         backup_files.describe_needs(needs), backup_files.human_size(free)))
+        self.result['needs'] = needs
         # -- the changes --
         if before['running']:
             self.dbctl.change('--stop')
@@ -1022,7 +1092,9 @@ class TractorDb(object):
                 shutil.rmtree(partial)
             os.mkdir(partial, 0o700)
             started = time.time()
-            copy['method'] = self.copy_tree(self.db_dir, os.path.join(partial, self.top))
+            self.progress.step('copying the stopped job database', total=size)
+            with TreeWatcher(self.progress, os.path.join(partial, self.top)):
+                copy['method'] = self.copy_tree(self.db_dir, os.path.join(partial, self.top))
             copy.update(seconds=round(time.time() - started, 3), created=backup_files.utc_now(),
                         system_identifier=(archive_inspect.data_dir_identity(
                             os.path.join(partial, self.top)) or {}).get('system_identifier'))
@@ -1098,20 +1170,25 @@ class TractorDb(object):
                       'owned by the EngineOwner, and tractor-dbctl --backup writes as that account)'
                       % (self.owner_name(), dest))
         size = backup_files.dir_size(src_dir)
-        need = int(size * max(0.0, self.params['free_space_factor']))
         scratch = None
         if self.verify_level == 'restore':
             scratch = self.choose_scratch(dest)
+        apart = scratch is not None and not backup_files.same_filesystem(scratch, dest)
+        needs = backup_files.backup_needs(
+            size, self.params['free_space_factor'], self.verify_level, scratch_apart=apart,
+            copy_made=source is not None and backup_files.same_filesystem(source, dest))
+        self.result['needs'] = needs
         free = backup_files.free_bytes(dest)
-        if free < need:
-            self.fail('not enough free space in %s: %s free, %s required (%s x the %s of %s); free space, choose '
-                      'another path, or lower free_space_factor' % (
-                          dest, backup_files.human_size(free), backup_files.human_size(need),
-                          self.params['free_space_factor'], backup_files.human_size(size), src_dir))
+        if free < needs['needed']:
+            self.fail('not enough free space in %s: %s free, %s needed for %s (%s x the %s of %s for the archive); '
+                      'free space, choose another path, set scratch_dir on another filesystem, or lower '
+                      'free_space_factor' % (
+                          dest, backup_files.human_size(free), backup_files.human_size(needs['needed']),
+                          backup_files.describe_needs(needs), self.params['free_space_factor'],
+                          backup_files.human_size(size), src_dir))
         if scratch is not None:
-            # a copy on the scratch filesystem is removed before the restore check: its room is the scratch's
-            if source is None or not backup_files.same_filesystem(scratch, source):
-                self.check_scratch_space(scratch, size, also=need, also_path=dest)
+            if apart and not (source is not None and backup_files.same_filesystem(scratch, source)):
+                self.check_scratch_space(scratch, size)
             self.pg_bindir(self.data_dir_pg_version())  # no PostgreSQL to verify with: fail before any change
 
         # -- the changes --
@@ -1146,9 +1223,11 @@ class TractorDb(object):
             if method == 'native':
                 self.tm.record('write %s (renamed to %s once verified): tar of %s, gzip level %d on %d threads'
                                % (temp_path, path, src_dir, level, workers))
+                self.progress.step('writing the archive', total=size)
                 try:
                     written = targz.write_archive(src_dir, temp, level=level, workers=workers,
-                                                  arcname=self.top)
+                                                  arcname=self.top, progress=self.progress,
+                                                  max_rate=self.max_rate or None)
                     temp.finish()
                 except (IOError, OSError) as exc:
                     self.fail('writing %s failed: %s%s' % (
@@ -1167,6 +1246,7 @@ class TractorDb(object):
                 # tractor-dbctl (the EngineOwner) creates the file itself: hand it a fresh, unused name.
                 temp.finish()
                 os.unlink(temp_path)
+                self.progress.step('tractor-dbctl --backup')
                 self.dbctl.change('--backup', temp_path)
                 if not os.path.isfile(temp_path):
                     self.fail('tractor-dbctl --backup %s reported success but wrote no file' % temp_path)
@@ -1337,6 +1417,7 @@ class TractorDb(object):
             self.mkdir_data_dir()
         elif not status['data_dir_empty']:
             self.dbctl.change('--destroy')
+        self.progress.step('restoring (tractor-dbctl --restore)')
         self.dbctl.change('--restore', path)
         self.forget_paused_jobs()
         new_marker = dict(archive=path, sha256=info['sha256'], restored_at=backup_files.utc_now(),
@@ -1401,6 +1482,12 @@ class TractorDb(object):
         self.set_diff(before, self.data_dir_view(after, None))
 
     def run(self):
+        try:
+            self.run_state()
+        finally:
+            self.progress.close()
+
+    def run_state(self):
         # Out-of-range values are refused in every state, before anything is read.
         if self.params['workers'] is not None and self.params['workers'] < 1:
             self.fail('workers must be at least 1, not %d' % self.params['workers'])
@@ -1411,6 +1498,15 @@ class TractorDb(object):
         if not self.params['free_space_factor'] >= 0:
             self.fail('free_space_factor must be >= 0 (0 turns the free space check off), not %s'
                       % self.params['free_space_factor'])
+        self.max_rate = None
+        if self.params['max_rate'] not in (None, ''):
+            try:
+                self.max_rate = human_to_bytes(self.params['max_rate'])
+            except (TypeError, ValueError):
+                self.fail('max_rate must be a number of bytes per second such as 50M or 1G, not %s'
+                          % self.params['max_rate'])
+            if self.max_rate < 0:
+                self.fail('max_rate must not be negative, not %s' % self.params['max_rate'])
         if self.state in ('copy', 'backup', 'restore', 'verify') and not self.params['path']:
             what = 'the directory of the copy' if self.state == 'copy' else 'the backup archive'
             self.fail('state=%s needs path: %s' % (self.state, what))

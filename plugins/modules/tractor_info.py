@@ -82,6 +82,35 @@ options:
         O(require_install=false).
     type: path
     version_added: 1.1.0
+  backup:
+    description:
+      - A backup this engine is about to get. The module says what it needs free on the filesystem
+        of O(backup.dir) (RV(backup)), by the same rule M(renderfarm.tractor.tractor_db) applies
+        when it copies and archives, so that a preflight refuses before the engine stops what the
+        module would refuse after.
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      dir:
+        description: The backup directory (it may not exist yet).
+        type: path
+        required: true
+      verify:
+        description: The verification of the backup (tractor_db O(renderfarm.tractor.tractor_db#module:verify)).
+        type: str
+        choices: [archive, restore]
+        default: restore
+      copy_first:
+        description: The stopped database is copied into O(backup.dir) first, then archived (tractor_db C(state=copy)).
+        type: bool
+        default: false
+      space_factor:
+        description: The archive's room as a multiple of the database size (tractor_db C(free_space_factor)).
+        type: float
+        default: 1.0
+      scratch_dir:
+        description: Where the restore check extracts, when not beside the archive.
+        type: path
 author:
   - renderfarm.tractor contributors (@renderfarm)
 '''
@@ -173,6 +202,19 @@ database:
         - V(null) with O(measure_database=false) or when the directory does not exist.
       type: int
   sample: {"initialised": true, "size": 52428800}
+backup:
+  description:
+    - What the backup of O(backup) needs free on the filesystem of its directory, in bytes, and
+      whether it is there. V(null) without O(backup) or O(measure_database).
+    - C(archive) is the database size times O(backup.space_factor); C(copy) the copy taken while
+      the engine is stopped; C(scratch) the restore check's extraction. The copy is removed before
+      the restore check, so C(needed) is C(archive) plus the larger of the two.
+  returned: always
+  type: dict
+  sample: {"dir": "/var/backups/tractor/prod", "free_bytes": 1073741824, "archive": 52428800, "copy": 52428800,
+           "scratch": 52428800, "needed": 104857600, "enough": true,
+           "parts": "the archive (50.0 MiB), and a copy of the database beside it (50.0 MiB): the copy taken
+                     while the engine is stopped, then the scratch copy of its restore check"}
 engine_owner:
   description: The EngineOwner account.
   returned: always
@@ -205,7 +247,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import (
     COMMON_REQUIRED_ONE_OF, check_arguments, common_argument_spec,
 )
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import dir_size
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import (
+    backup_needs, describe_needs, dir_size,
+)
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_paths import existing_ancestor, path_identity
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_config import (
     SiteConfig, TractorConfigError, install_dir_for,
@@ -267,6 +311,22 @@ def describe_path(path, mounts):
                 owner=owner, identity=path_identity(path))
 
 
+def backup_room(plan, size, mounts):
+    """RV(backup): tractor_files.backup_needs() for the planned backup, against the free space."""
+    if not plan or size is None:
+        return None
+    where = describe_path(plan['dir'], mounts)
+    apart = False
+    if plan['scratch_dir']:
+        scratch = describe_path(plan['scratch_dir'], mounts)
+        apart = (scratch['identity'] or [None])[0] != (where['identity'] or [None])[0]
+    needs = backup_needs(size, plan['space_factor'], plan['verify'], copy_first=plan['copy_first'],
+                         scratch_apart=apart)
+    free = where['free_bytes']
+    return dict(needs, dir=plan['dir'], free_bytes=free, enough=free is None or needs['needed'] <= free,
+                parts=describe_needs(needs))
+
+
 def cmdlog_port(config):
     """Port of the command-log server the engine starts (SiteCmdLogServerStartup), if any."""
     startup = str(config.tractor.get('SiteCmdLogServerStartup') or '')
@@ -302,6 +362,13 @@ def main():
         require_install=dict(type='bool', default=True),
         measure_database=dict(type='bool', default=True),
         extra_paths=dict(type='list', elements='path', default=[]),
+        backup=dict(type='dict', options=dict(
+            dir=dict(type='path', required=True),
+            verify=dict(type='str', choices=['archive', 'restore'], default='restore'),
+            copy_first=dict(type='bool', default=False),
+            space_factor=dict(type='float', default=1.0),
+            scratch_dir=dict(type='path'),
+        )),
         planned_site_config=dict(type='dict', options=dict(
             tractor_config=dict(type='dict', default={}),
             db_config=dict(type='dict', default={}),
@@ -363,6 +430,7 @@ def main():
             pass
     db_dir = config.db_data_dir
     initialised = os.path.isfile(os.path.join(db_dir, 'PG_VERSION'))
+    size = dir_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None
     module.exit_json(
         changed=False,
         install=describe_install(install_dir),
@@ -377,8 +445,8 @@ def main():
         paths=dict(config_dir=describe_path(config_dir, mounts), data_dir=describe_path(config.data_dir, mounts),
                    db_data_dir=describe_path(db_dir, mounts)),
         extra_paths=dict((path, describe_path(path, mounts)) for path in params['extra_paths']),
-        database=dict(initialised=initialised,
-                      size=dir_size(db_dir) if (params['measure_database'] and os.path.isdir(db_dir)) else None),
+        database=dict(initialised=initialised, size=size),
+        backup=backup_room(params['backup'], size, mounts),
         engine_owner=owner,
         machine=machine_identity(),
         address=config.client_address(params['engine']),

@@ -31,7 +31,7 @@ ROLES_DIR = ROOT / "roles"
 # The entry points meant to be called (role -> entry points); each is a tasks/<name>.yml.
 ENTRY_POINTS = {
     "preflight": {"main"},
-    "backup": {"main", "run", "copy"},
+    "backup": {"main", "run", "copy", "finish"},
     "upgrade": {"main", "stage"},
     "downgrade": {"main", "run"},
     "staging": {"main", "configure", "plan"},
@@ -268,6 +268,7 @@ CALLS = [
     ("engine", "backup", "run", {"backup_lock": False, "backup_restart_engine": False}),
     ("engine", "backup", "copy", {"backup_engine_dir": "/var/backups/tractor/engine",
                                   "backup_copy_dir": "/var/backups/tractor/engine/.copy-x"}),
+    ("engine", "backup", "finish", {"backup_engine_dir": "/var/backups/tractor/engine"}),
     ("engine", "upgrade", "main", {"upgrade_fail_on_error": False}),
     ("staging", "upgrade", "stage", {"upgrade_version": "{{ tractor_version | string }}",
                                      "upgrade_package": "{{ staging_package }}",

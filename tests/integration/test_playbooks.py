@@ -9,9 +9,11 @@ with the emulator's tractor-dbctl, the engine's URL API and the files on disk.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -86,6 +88,87 @@ def test_backup_copies_while_stopped_and_archives_while_the_engine_serves(farm, 
     assert entry["copy_first"] is True and 0 < float(entry["downtime"]) < float(entry["duration"]), entry
 
 
+def progress_of(async_dir, backups):
+    """The progress files (tractor_progress) of the async tractor_db jobs writing into ``backups``."""
+    found = []
+    for path in glob.glob(os.path.join(async_dir, "renderfarm-tractor-progress-*.json")):
+        try:
+            data = json.load(open(path))
+        except (OSError, ValueError):
+            continue  # replaced or removed while it was read
+        if str(data.get("target") or "").startswith(backups + os.sep):
+            found.append(data)
+    return found
+
+
+def archiving(async_dir, backups):
+    """The progress of a job that is writing its archive (the engine serves again by then)."""
+    return next((p for p in progress_of(async_dir, backups) if p["step"] == "writing the archive"), None)
+
+
+def test_backup_shows_progress_survives_its_lost_controller_and_a_rerun_finishes_a_killed_one(farm, site):
+    farm.add("prod", site, "2.2")
+    engine = farm.start("prod", "2.2")
+    jid = engine.spool({"title": "j", "tasks": [{"title": "t", "argv": ["true"]}]})
+    engine_dir = os.path.join(farm.backups, "prod")
+    async_dir = str(farm.base / "async")
+    env = {"ANSIBLE_ASYNC_DIR": async_dir}
+    # The archive is written at 2 MiB/s (backup_max_rate): a job database of tens of MB takes
+    # well over 10 s to archive however fast the machine, long enough to see progress and act.
+    slow = dict(backup_max_rate="2M", tractor_lock_break_stale=True)
+
+    # 1. Progress lines, then the controller is lost (killed, as a dropped SSH session kills it):
+    # the job goes on on the host and completes the backup.
+    run = farm.start_play("backup", env=env, **slow)
+    line = re.compile(r"\[prod\] tractor_db backup: writing the archive: [0-9.]+ \w+ of [0-9.]+ \w+ \(\d+ %\), \d+ s")
+    wait_for(lambda: line.search(run.output()), 300, lambda: "a progress line\n" + run.output()[-3000:])
+    job = archiving(async_dir, farm.backups)
+    assert job is not None and 0 < job["done"] < job["total"], job
+    os.kill(job["pid"], signal.SIGSTOP)  # held while the controller is killed and the state read
+    try:
+        run.signal_group(signal.SIGKILL)
+        run.wait(60)
+        assert not glob.glob(os.path.join(engine_dir, "*.tgz"))  # not written when the controller died
+        assert engine_status(site)["version"] == "2.2"  # the engine already serves again
+    finally:
+        os.kill(job["pid"], signal.SIGCONT)
+    wait_for(lambda: glob.glob(os.path.join(engine_dir, "*.tgz.manifest.json")), 300,
+             "the orphaned job to finish the archive")
+    first = glob.glob(os.path.join(engine_dir, "*.tgz"))
+    assert len(first) == 1
+    manifest = json.load(open(first[0] + ".manifest.json"))
+    assert manifest["jidcounter"] in (str(jid), jid) and manifest["params_source"] == "restore-verification"
+    assert hashlib.sha256(open(first[0], "rb").read()).hexdigest() == manifest["sha256"]
+    wait_for(lambda: not [n for n in os.listdir(engine_dir) if n.startswith(".copy-")], 60, "the copy removed")
+
+    # 2. This time the job itself is killed while it writes (a host-side kill): what is left is a
+    # finished copy and a temporary archive. A plain re-run writes that archive from the copy.
+    time.sleep(1.1)  # distinct backup names (second resolution)
+    run = farm.start_play("backup", env=env, **slow)
+    job = wait_for(lambda: archiving(async_dir, farm.backups), 300, lambda: "the archive write\n" + run.output())
+    os.kill(job["pid"], signal.SIGKILL)
+    run.signal_group(signal.SIGKILL)
+    run.wait(60)
+    copies = [n for n in os.listdir(engine_dir) if n.startswith(".copy-")]
+    assert len(copies) == 1 and not copies[0].endswith(".partial"), os.listdir(engine_dir)
+    interrupted = os.path.join(engine_dir, copies[0][len(".copy-"):] + ".tgz")
+    assert not os.path.exists(interrupted)
+    assert glob.glob(os.path.join(engine_dir, "." + os.path.basename(interrupted) + ".tmp-*"))
+
+    time.sleep(1.1)
+    rerun = farm.play("backup", tractor_lock_break_stale=True)
+    manifest = json.load(open(interrupted + ".manifest.json"))
+    assert manifest["source"]["copy"] == os.path.join(engine_dir, copies[0]), manifest
+    assert manifest["params_source"] == "restore-verification" and manifest["jidcounter"] in (str(jid), jid)
+    left = os.listdir(engine_dir)
+    assert not [n for n in left if n.startswith(".copy-") or ".tmp-" in n], left
+    assert len(glob.glob(os.path.join(engine_dir, "*.tgz"))) == 3  # the first, the finished one, the re-run's
+    entry = farm.report("backup")["engines"][0]
+    assert entry["result"] == "ok" and entry["finished"] == [interrupted], entry
+    assert engine_status(site)["version"] == "2.2"
+    assert f"{interrupted}" in rerun.stdout
+
+
 def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(farm, site):
     farm.add("prod", site, "2.2")
     engine = farm.start("prod", "2.2")
@@ -99,12 +182,19 @@ def test_backup_without_room_for_its_restore_check_is_refused_before_the_stop(fa
     try:
         proc = farm.play("backup", expect_ok=False, backup_dir=room)
         out = " ".join((proc.stdout + proc.stderr).split())
-        assert ("the archive, and a copy of the database beside it: the copy taken while the engine is stopped, "
-                "then the scratch copy of its restore check") in out and "Nothing was changed" in out
+        assert re.search(r"for the archive \([0-9.]+ \w+\), and a copy of the database beside it \([0-9.]+ \w+\): "
+                         r"the copy taken while the engine is stopped, then the scratch copy of its restore check", out)
+        assert "Nothing was changed" in out
         assert engine_status(site)["pid"] == pid and os.listdir(room) == []  # refused before the stop
-        # no copy first and no scratch restore: 1x is enough, the same directory takes the backup
-        farm.play("backup", backup_dir=room, backup_verify="archive", backup_copy_while_stopped=False)
-        assert glob.glob(os.path.join(room, "prod", "*.tgz")) and engine_status(site)["version"] == "2.2"
+        # no copy first, and the restore check's scratch copy on another filesystem: 1x is enough
+        scratch = farm.backups + "-scratch"
+        os.makedirs(scratch)
+        os.chown(scratch, site.owner.pw_uid, site.owner.pw_gid)
+        farm.play("backup", backup_dir=room, backup_copy_while_stopped=False, backup_scratch_dir=scratch)
+        archive = glob.glob(os.path.join(room, "prod", "*.tgz"))
+        assert archive and engine_status(site)["version"] == "2.2"
+        manifest = json.load(open(archive[0] + ".manifest.json"))
+        assert manifest["params_source"] == "restore-verification" and os.listdir(scratch) == []
     finally:
         subprocess.run(["umount", "-l", room], check=False)
 

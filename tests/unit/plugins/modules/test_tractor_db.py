@@ -732,6 +732,28 @@ def test_backup_verification_needs_a_scratch_dir_and_space(site, host, run, pg_b
     assert "use verify: archive" in msg
 
 
+def test_backup_room_is_the_archive_and_one_more_copy_checked_before_anything(site, host, run, pg_bindir):
+    """The rule of tf.backup_needs: archive (size x factor) plus the scratch copy of the restore check,
+    both on the backup directory's filesystem; refused before the database is touched."""
+    site.make_cluster()
+    path = os.path.join(site.backups, "x.tgz")
+    with mock.patch.object(tf, "dir_size", return_value=1000), \
+            mock.patch.object(tf, "free_bytes", return_value=1500):
+        result = run(site.args(state="backup", path=path, pg_bindir=pg_bindir))
+    msg = failed(result)
+    assert "1.5 KiB free, 2.0 KiB needed for the archive (1000 B), and a copy of the database beside it " \
+           "(1000 B): the scratch copy of its restore check" in msg, msg
+    assert not os.listdir(site.backups)
+    # archive only: 1x is enough
+    assert tf.backup_needs(1000, 1.0, "archive")["needed"] == 1000
+    # a copy taken first, then removed before the restore check: never both
+    assert tf.backup_needs(1000, 1.0, "restore", copy_first=True) == dict(archive=1000, copy=1000, scratch=1000,
+                                                                          needed=2000)
+    # archiving a copy already made: the scratch reuses its room; a scratch elsewhere needs none here
+    assert tf.backup_needs(1000, 1.0, "restore", copy_made=True)["needed"] == 1000
+    assert tf.backup_needs(1000, 0.5, "restore", scratch_apart=True)["needed"] == 500
+
+
 def test_pg_binaries_not_found(site, host, run, tmp_path):
     path = site.archive()
     msg = failed(run(site.args(state="verify", path=path, pg_bindir=str(tmp_path))))
