@@ -151,7 +151,7 @@ def why_fleet(r: dict) -> str:
     text = (f"With --forks {max(5, top)} every task runs on all {top} engines at once; the time grows only "
             f"because the {r['machine'].get('cpus')} CPUs are shared by {top} module runs, PostgreSQL scratch "
             f"restores and engine restarts at the same time. ")
-    if fl.get("ratio_6_over_1_default_forks") is not None:
+    if top > 5 and fl.get("ratio_6_over_1_default_forks") is not None:
         text += (f"With ansible's default of 5 forks the sixth engine waits for a second round of every "
                  f"task: {fmt(fl['ratio_6_over_1_default_forks'])}x.")
     return text
@@ -234,7 +234,8 @@ DEFAULT_SETTINGS = {"sizes": [10000, 100000, 500000], "repeats": None}
 
 
 def settings_words(cfg: dict) -> str:
-    changed = [f"{k} {cfg.get(k)}" for k, v in DEFAULT_SETTINGS.items() if cfg.get(k) != v]
+    changed = [f"{k} {', '.join(str(x) for x in cfg[k]) if isinstance(cfg.get(k), list) else cfg.get(k)}"
+               for k, v in DEFAULT_SETTINGS.items() if cfg.get(k) != v]
     return ("the defaults of bench/README.md" if not changed
             else "the defaults of bench/README.md except " + ", ".join(changed))
 

@@ -66,7 +66,7 @@ def settings() -> dict:
     }
 
 
-def repeats(cfg: dict, size: int, largest_default: int = 3, other_default: int = 5) -> int:
+def repeats(cfg: dict, size: int, largest_default: int = 3, other_default: int = 3) -> int:
     if cfg["repeats"]:
         return cfg["repeats"]
     return largest_default if size == max(cfg["sizes"]) else other_default
@@ -259,7 +259,7 @@ def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
         golden = B.golden(size)
         n = int(os.environ.get("BENCH_DOWNTIME_REPEATS", "0")) or repeats(cfg, size, 3, 3)
         # the expensive variant (a backup and a scratch restore inside the window)
-        n_backup = int(os.environ.get("BENCH_BACKUP_REPEATS", "2"))
+        n_backup = int(os.environ.get("BENCH_BACKUP_REPEATS", "0")) or n
         times = {k: [] for k in ("migration", "bare_restart", "bare_switch", "role", "role_playbook",
                                  "role_with_backup", "role_with_backup_playbook", "role_before", "role_before_playbook",
                                  "backup_window", "backup_playbook", "copy")}

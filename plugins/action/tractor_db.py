@@ -36,7 +36,7 @@ LONG_STATES = frozenset(("copy", "backup", "verify", "restore"))
 JOB_LIMIT_SECONDS = 6 * 3600
 # Polls: soon at first (most runs on small databases end in a second or two), then every few
 # seconds; a progress line every PRINT_EVERY to PRINT_EVERY + POLL_EVERY seconds while it runs.
-POLL_DELAYS = (0.2, 0.3, 0.5, 1.0, 2.0)
+POLL_DELAYS = (0.1, 0.1, 0.2, 0.3, 0.5, 1.0)
 POLL_EVERY = 2.0
 PRINT_EVERY = 5.0
 # Keys async_status adds to the module's own result.

@@ -251,6 +251,30 @@ class AtomicFile(object):
         return False
 
 
+def boot_id():
+    """This boot of the machine (Linux), or None: page-cache data of an earlier boot is gone."""
+    try:
+        with open('/proc/sys/kernel/random/boot_id') as handle:
+            return handle.read().strip() or None
+    except (IOError, OSError):
+        return None
+
+
+def fsync_tree(path):
+    """Every regular file and directory below path on disk (fsync each; a reader of this path only)."""
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            target = os.path.join(dirpath, name)
+            if os.path.islink(target) or not os.path.isfile(target):
+                continue
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
 def fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -1013,6 +1013,15 @@ class TractorDb(object):
         if self.params['method'] != 'native':
             self.fail('source needs method=native: tractor-dbctl --backup archives DBDataDir itself')
         self.lock_copy(source)
+        if found.get('synced') is False and found.get('boot_id') != backup_files.boot_id():
+            self.fail('the copy %s was taken before this machine last started, and its data was not yet on disk '
+                      'then: it may be incomplete, so it is not archived. Remove it (the backup role\'s finish '
+                      'entry point does) and take a new backup. Nothing was changed' % source)
+        if found.get('synced') is False and self.tm.record('put the copy %s on disk (fsync of every file)' % source):
+            backup_files.fsync_tree(source)
+            found = dict(found, synced=True)
+            backup_files.write_text_atomic(os.path.join(source, COPY_MARKER),
+                                           json.dumps(found, indent=2, sort_keys=True) + '\n')
         self.result['db_copy'] = found
         return source, os.path.join(source, self.top)
 
@@ -1098,8 +1107,10 @@ class TractorDb(object):
             copy.update(seconds=round(time.time() - started, 3), created=backup_files.utc_now(),
                         system_identifier=(archive_inspect.data_dir_identity(
                             os.path.join(partial, self.top)) or {}).get('system_identifier'))
-            # on disk before it counts as a copy: the marker comes last, then the rename
-            self.tm.run([self.tm.module.get_bin_path('sync', required=True), '-f', partial], owner=False)
+            # The marker comes last, then the rename. The copy's data is put on disk later, by the
+            # archive step, outside the downtime (a sync here could flush the whole filesystem):
+            # the marker says so, with this boot, whose page cache still holds the data.
+            copy.update(synced=False, boot_id=backup_files.boot_id())
             backup_files.write_text_atomic(os.path.join(partial, COPY_MARKER),
                                            json.dumps(copy, indent=2, sort_keys=True) + '\n')
             os.rename(partial, path)

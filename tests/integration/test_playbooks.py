@@ -69,10 +69,17 @@ def test_backup_copies_while_stopped_and_archives_while_the_engine_serves(farm, 
     engine = farm.start("prod", "2.2")
     jid = engine.spool({"title": "j", "tasks": [{"title": "t", "argv": ["true"]}]})
     # what an interrupted run left: a finished copy and a partial one
-    leftovers = [os.path.join(farm.backups, "prod", name) for name in (".copy-old", ".copy-older.partial")]
+    leftovers = [os.path.join(farm.backups, "prod", name)
+                 for name in (".copy-old", ".copy-older.partial", ".copy-before-a-restart")]
     for path in leftovers:
         os.makedirs(os.path.join(path, "psql"))
+    # a finished copy whose data was still in the page cache when the machine restarted: it is
+    # removed, not archived (it may be incomplete)
+    with open(os.path.join(leftovers[2], "renderfarm-tractor-copy.json"), "w") as handle:
+        json.dump({"db_data_dir": site.db_dir, "top": "psql", "path": leftovers[2], "synced": False,
+                   "boot_id": "an-earlier-boot"}, handle)
     farm.play("backup")
+    assert not os.path.exists(os.path.join(farm.backups, "prod", "before-a-restart.tgz"))
     archive = glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))[0]
     manifest = json.load(open(archive + ".manifest.json"))
     # The engine served again before the archive was complete: it started before the manifest,

@@ -587,6 +587,27 @@ def test_copy_while_stopped_then_archive_the_copy(site, host, run, pg_bindir):
     assert manifest["params_source"] == "restore-verification" and manifest["jidcounter"] == "41"
     commands = result["commands"]
     assert commands.index("remove the copy %s" % copy) < [i for i, c in enumerate(commands) if c.startswith("rename")][0]
+    # the copy was left in the page cache (no sync in the downtime): the archive step put it on disk first
+    assert made["db_copy"]["synced"] is False and made["db_copy"]["boot_id"] == tf.boot_id()
+    assert commands[0] == "put the copy %s on disk (fsync of every file)" % copy
+
+
+def test_a_copy_not_on_disk_at_a_restart_is_not_archived(site, host, run, pg_bindir):
+    site.make_cluster()
+    copy = os.path.join(site.backups, ".copy-job-db")
+    ok(run(site.args(state="copy", path=copy)))
+    marker = os.path.join(copy, "renderfarm-tractor-copy.json")
+    data = json.load(open(marker))
+    json.dump(dict(data, boot_id="an-earlier-boot"), open(marker, "w"))
+    path = os.path.join(site.backups, "job-db.tgz")
+    msg = failed(run(site.args(state="backup", path=path, source=copy, pg_bindir=pg_bindir)))
+    assert "was taken before this machine last started" in msg and "Nothing was changed" in msg
+    assert os.path.isdir(copy) and not os.path.exists(path)
+    # once on disk (synced), the boot does not matter
+    json.dump(dict(data, boot_id="an-earlier-boot", synced=True), open(marker, "w"))
+    result = ok(run(site.args(state="backup", path=path, source=copy, pg_bindir=pg_bindir)))
+    assert result["backup"]["created"] is True and not os.path.exists(copy)
+    assert not [c for c in result["commands"] if "fsync" in c]
 
 
 def test_copy_uses_reflinks_and_refuses_leftovers_and_strangers(site, host, run):
