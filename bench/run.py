@@ -218,35 +218,32 @@ def section_parallel(cfg: dict, collections_before: Path | None) -> dict:
 
 
 # --- 2. upgrade downtime -----------------------------------------------------------------------------
-def upgrade_window(site: B.Site, golden: B.Site, backup: bool, collections: Path | None, tag: str) -> dict:
+def playbook_window(site: B.Site, golden: B.Site, playbook: str, extra: dict, serves: str, tag: str,
+                    collections: Path | None = None) -> dict:
+    """A playbook run on a running engine of the old version, with a poller: the unavailable window
+    until the engine serves ``serves``, the whole playbook's time and its per-task profile."""
     site.clone_from(golden)
     site.start_engine(B.OLD)
     inventory = B.write_inventory(B.WORLD / "inventories" / f"{site.name}.json", {site.name: site.inventory_vars(B.OLD)})
-    timings = B.WORLD / "timings" / f"upgrade-{tag}.json"
+    timings = B.WORLD / "timings" / f"{tag}.json"
     timings.parent.mkdir(parents=True, exist_ok=True)
     with B.Poller(site.port) as poller:
-        total = B.playbook("upgrade.yml", inventory, {"upgrade_version": B.NEW, "upgrade_backup": backup},
-                           collections=collections, timings=timings)
-        poller.wait_until(B.NEW)
-    window = poller.window(B.NEW)
+        total = B.playbook(playbook, inventory, extra, collections=collections, timings=timings)
+        poller.wait_until(serves)
+    window = poller.window(serves)
     site.stop_everything()
     B.rmtree(B.WORLD / "backups" / site.name)
     return {"window": window, "playbook": total, "timings": json.loads(timings.read_text())}
 
 
+def upgrade_window(site: B.Site, golden: B.Site, backup: bool, collections: Path | None, tag: str) -> dict:
+    return playbook_window(site, golden, "upgrade.yml", {"upgrade_version": B.NEW, "upgrade_backup": backup},
+                           B.NEW, f"upgrade-{tag}", collections)
+
+
 def backup_window(site: B.Site, golden: B.Site, tag: str) -> dict:
-    site.clone_from(golden)
-    site.start_engine(B.OLD)
-    inventory = B.write_inventory(B.WORLD / "inventories" / f"{site.name}.json", {site.name: site.inventory_vars(B.OLD)})
-    timings = B.WORLD / "timings" / f"backup-{tag}.json"
-    timings.parent.mkdir(parents=True, exist_ok=True)
-    with B.Poller(site.port) as poller:
-        total = B.playbook("backup.yml", inventory, {}, timings=timings)
-        poller.wait_until(B.OLD)
-    window = poller.window(B.OLD)
-    site.stop_everything()
-    B.rmtree(B.WORLD / "backups" / site.name)
-    return {"window": window, "playbook": total}
+    """The backup playbook with its defaults: the engine comes back on the same version."""
+    return playbook_window(site, golden, "backup.yml", {}, B.OLD, f"backup-{tag}")
 
 
 def section_downtime(cfg: dict, collections_before: Path | None) -> dict:
