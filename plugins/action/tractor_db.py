@@ -34,6 +34,8 @@ LONG_STATES = frozenset(("copy", "backup", "verify", "restore"))
 # Upper bound of one job on the host (async_wrapper kills it after this); a 20 GB backup with a
 # restore check takes well under an hour on ordinary disks.
 JOB_LIMIT_SECONDS = 6 * 3600
+
+
 # Polls read the job's results file with one shell command (a cat, no module run): cheap enough
 # to look often at first, as most runs on small databases end within a second or two, and the
 # copy lies inside the engine's downtime. The finished result is then taken through async_status,
