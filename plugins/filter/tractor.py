@@ -227,6 +227,10 @@ def tractor_report_markdown(report):
         database = e.get('database') or {}
         if database.get('path'):
             out += ['', '**%s job database %s:** %s' % (e.get('engine'), database['path'], _cell(database.get('reason')))]
+        taken = e.get('lock_taken_over') or {}
+        if taken.get('run_id') or taken.get('reason'):
+            out += ['', '**%s lock:** taken over from run %s (%s)'
+                    % (e.get('engine'), _cell(taken.get('run_id')), _cell(taken.get('reason')))]
         if e.get('error'):
             out += ['', '**%s failed:** %s' % (e.get('engine'), _cell(e.get('error')))]
     out.append('')

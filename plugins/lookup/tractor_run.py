@@ -11,8 +11,8 @@ name: tractor_run
 short_description: Identify the current ansible-playbook run, for the per-engine lock
 version_added: 1.0.0
 description:
-  - Returns the controller's host name, the process id of the C(ansible-playbook) process and a run
-    id built from them and its start time.
+  - Returns the controller's host name, the user running the playbook, the process id of the
+    C(ansible-playbook) process and a run id built from them and its start time.
   - The same run gets the same values in every task and on every host, so the roles can recognise
     their own lock; a later run, or a run that died, gets different ones, so its lock can be told
     apart and, when its process is gone, recognised as stale.
@@ -28,11 +28,15 @@ EXAMPLES = r'''
 
 RETURN = r'''
 _raw:
-  description: One dictionary with C(run_id), C(controller_host), C(controller_pid) and C(started) (epoch seconds).
+  description:
+    - One dictionary with C(run_id), C(controller_host), C(controller_pid), C(user) and C(started)
+      (the process's start time in clock ticks since boot, field 22 of C(/proc/PID/stat); C(0) where
+      there is no C(/proc)).
   type: list
   elements: dict
 '''
 
+import getpass
 import os
 import socket
 
@@ -55,5 +59,9 @@ class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         pid, started = _controller_process()
         host = socket.gethostname()
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+            user = str(os.getuid())
         return [dict(run_id='%s-%d-%s' % (host, pid, started), controller_host=host,
-                     controller_pid=pid, started=started)]
+                     controller_pid=pid, started=started, user=user)]

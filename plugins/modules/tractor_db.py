@@ -240,6 +240,30 @@ options:
         seconds. There is no need to set it by hand.
     type: path
     version_added: 1.1.0
+  lease:
+    description:
+      - The per-engine lock of the run (see M(renderfarm.tractor.tractor_lock)). While a long state
+        (V(copy), V(backup), V(verify), V(restore)) runs, the module registers its process in the
+        lock and renews the lease every O(lease.seconds)/4 seconds, so the lock stays live as long as
+        the job works, also when the controller that started it is gone; at the end it leaves the lock
+        to the run.
+      - If the lock no longer belongs to O(lease.run_id) (somebody broke it by run id), the job goes on
+        and warns.
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      path:
+        description: The lock file.
+        type: path
+        required: true
+      run_id:
+        description: The run that holds it.
+        type: str
+        required: true
+      seconds:
+        description: The lease, as given to M(renderfarm.tractor.tractor_lock).
+        type: int
+        default: 900
 notes:
   - O(state=copy), O(state=backup), O(state=verify) and O(state=restore) run detached on the host
     (an async job); the controller prints their progress at least every 10 seconds, and a dropped
@@ -518,9 +542,12 @@ from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_restore_check as restore_check
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_targz as targz
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_progress import Progress, TreeWatcher
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_lease import LeaseKeeper
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import ArchiveError
 
 STATES = ['status', 'started', 'stopped', 'copy', 'backup', 'verify', 'restore', 'absent']
+# The states that may run for many minutes: they keep the run's lease while they work.
+LEASED_STATES = ('copy', 'backup', 'verify', 'restore')
 MAX_WORKERS = 256
 DEFAULT_VERIFY = dict(backup='restore', verify='restore', restore='archive', absent='archive')
 MARKER_TEMPLATE = '.renderfarm-tractor-restore.%s.json'
@@ -549,6 +576,9 @@ def argument_spec():
         source=dict(type='path'),
         progress_file=dict(type='path'),
         max_rate=dict(type='str'),
+        lease=dict(type='dict', options=dict(path=dict(type='path', required=True),
+                                             run_id=dict(type='str', required=True),
+                                             seconds=dict(type='int', default=900))),
     )
     return spec
 
@@ -1493,8 +1523,16 @@ class TractorDb(object):
         self.set_diff(before, self.data_dir_view(after, None))
 
     def run(self):
+        lease = self.params['lease']
         try:
-            self.run_state()
+            if lease and not self.module.check_mode and self.state in LEASED_STATES:
+                if lease['seconds'] < 10:
+                    self.fail('lease.seconds must be at least 10, not %d' % lease['seconds'])
+                with LeaseKeeper(lease['path'], lease['run_id'], lease['seconds'], 'tractor_db state=%s' % self.state,
+                                 on_lost=self.module.warn):
+                    self.run_state()
+            else:
+                self.run_state()
         finally:
             self.progress.close()
 

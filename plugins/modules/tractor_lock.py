@@ -10,18 +10,23 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: tractor_lock
-short_description: Take or release the per-engine lock that keeps two runs off one Tractor engine
+short_description: Take, renew or release the per-engine lease that keeps two runs off one Tractor engine
 version_added: 1.0.0
 description:
-  - The roles of this collection take this lock before they touch an engine and release it when they
-    are done, so that two runs (two people at 2 a.m., or a person and a CI pipeline) never work on
-    one engine at once.
-  - The lock is a small JSON file created atomically (C(O_CREAT|O_EXCL)); it names the run that holds
-    it (controller host, controller process id, run id, purpose) and when it was taken.
-  - A lock whose run is gone is B(stale). Stale locks are detected and reported, never silently
-    ignored. A lock is known stale when the holding controller is this host and its process no
-    longer runs; it is presumed stale when it is older than O(stale_after). A stale lock is only
-    broken with O(break_stale=true).
+  - The roles of this collection take this lock before they touch an engine, renew it at every phase
+    and release it when they are done, so that two runs (two people at 2 a.m., a person and a CI
+    pipeline, two AWX jobs) never work on one engine at once.
+  - The lock is a lease, a small JSON file that names its holder (run id, controller host, user and
+    process, purpose) and when its lease ends (O(lease) seconds after it was last renewed).
+    Long jobs on the engine host (the async backup steps of M(renderfarm.tractor.tractor_db))
+    renew it while they work and register their process in it.
+  - A lock held by another run is B(stale), and taken over without any option, once its holder is
+    provably gone (its controller was this host and that process no longer runs, and no registered
+    job runs) or once its lease has expired while no holder provably runs. The result's RV(outcome)
+    and RV(previous) say that a lock was taken over, and why.
+  - A live lock is taken over only by naming its run id in O(break_run_id).
+  - Every change is made under C(flock) on a guard file beside the lock (C(<path>.guard), which stays),
+    and the lock is replaced by rename; of two runs taking or breaking one lock at once exactly one wins.
 attributes:
   check_mode:
     support: full
@@ -29,8 +34,10 @@ attributes:
   diff_mode:
     support: full
   idempotent:
-    support: full
-    details: Taking a lock the same run already holds, or releasing one that is not there, changes nothing.
+    support: partial
+    details:
+      - Releasing a lock that is not there changes nothing.
+      - Taking a lock the same run already holds renews its lease (RV(outcome=renewed)) and reports no change.
 extends_documentation_fragment:
   - renderfarm.tractor.tractor.attributes
 options:
@@ -39,7 +46,7 @@ options:
     type: path
     required: true
   state:
-    description: V(present) takes the lock, V(absent) releases it.
+    description: V(present) takes the lock or renews this run's lease, V(absent) releases it.
     type: str
     choices: [present, absent]
     default: present
@@ -54,18 +61,45 @@ options:
     type: str
     default: ''
   controller_pid:
-    description: Process id of the C(ansible-playbook) process of this run (recorded in the lock).
+    description:
+      - Process id of the C(ansible-playbook) process of this run (recorded in the lock). When the
+        controller is the engine host, the next run checks whether this process still runs.
     type: int
+  controller_started:
+    description:
+      - Start time of that process (field 22 of C(/proc/PID/stat)), so that a pid the kernel has given
+        to another process since is not taken for the controller.
+    type: str
+    default: ''
+  controller_user:
+    description: The user who runs the playbook on the controller (recorded in the lock).
+    type: str
+    default: ''
   purpose:
     description: What the run does (recorded in the lock and shown to anyone who finds it held).
     type: str
     default: ''
+  lease:
+    description:
+      - Seconds the lock stays live after it was taken or last renewed. The roles renew it at every
+        phase, and the async steps of M(renderfarm.tractor.tractor_db) while they run, so it only
+        has to outlast the longest step that is neither.
+    type: int
+    default: 900
+  break_run_id:
+    description:
+      - Take over the lock even though its lease runs, if and only if the run holding it has this
+        run id. Use it when you know that run is gone (the refusal names the run id).
+    type: str
   stale_after:
-    description: Age in seconds after which a lock held by another controller is presumed stale.
+    description:
+      - Seconds after which a lock without a lease (written by release 1.0.0) expires.
     type: int
     default: 21600
   break_stale:
-    description: Take over a stale lock (the stale lock is reported in RV(previous)).
+    description:
+      - Deprecated and without effect; stale locks are taken over without it. Use O(break_run_id)
+        to break a live lock.
     type: bool
     default: false
   force:
@@ -83,9 +117,18 @@ EXAMPLES = r'''
     run_id: "{{ run.run_id }}"
     controller_host: "{{ run.controller_host }}"
     controller_pid: "{{ run.controller_pid }}"
+    controller_started: "{{ run.started }}"
+    controller_user: "{{ run.user }}"
     purpose: upgrade to 2.4
+    lease: 900
   vars:
     run: "{{ lookup('renderfarm.tractor.tractor_run') }}"
+
+- name: Take over the lock of a run known to be gone (an AWX job that was deleted)
+  renderfarm.tractor.tractor_lock:
+    path: /var/spool/tractor/.renderfarm-tractor.lock
+    run_id: "{{ lookup('renderfarm.tractor.tractor_run').run_id }}"
+    break_run_id: awx-job-1-7-123456
 
 - name: Release it
   renderfarm.tractor.tractor_lock:
@@ -95,74 +138,35 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+outcome:
+  description: What happened to the lock.
+  returned: always
+  type: str
+  sample: taken over
+  choices: [taken, renewed, taken over, released, absent]
 lock:
-  description: The lock as it is after the task (absent when released).
+  description: The lock as it is after the task (empty when released).
   returned: always
   type: dict
   sample: {"run_id": "ctl1-4242-1795869203", "controller_host": "ctl1", "controller_pid": 4242,
-           "purpose": "upgrade to 2.4", "created": 1795869203.5, "host": "engine1"}
+           "controller_user": "ops", "purpose": "upgrade 2.2 -> 2.4", "created": 1795869203.5,
+           "renewed": 1795869203.5, "expires": 1795870103.5, "lease": 900, "host": "engine1", "workers": []}
 previous:
-  description: The lock found before the task, if any, with its staleness verdict.
+  description: The lock of another run found before the task, if any, with the verdict on it.
   returned: always
   type: dict
-  sample: {"run_id": "ctl1-4100-1795860000", "stale": true, "stale_reason": "controller process 4100 on ctl1 is gone"}
+  sample: {"run_id": "ctl1-4100-1795860000", "stale": true, "stale_reason": "its controller process 4100 on ctl1 is gone"}
 '''
 
 import json
-import os
 import re
-import socket
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_common import check_arguments
-from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_process import pid_alive
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_lease
 
-
-def read_lock(path):
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else {'run_id': None, 'unreadable': True}
-    except (IOError, OSError):
-        return None
-    except ValueError:
-        return {'run_id': None, 'unreadable': True}
-
-
-def controller_alive(pid):
-    """Whether the controller process that took a lock still runs. A pid that is not a number
-    counts as running: a lock is never called stale on a guess."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return True
-    return pid > 0 and pid_alive(pid)
-
-
-def staleness(lock, now, stale_after, this_host):
-    """(stale, reason) of a lock held by another run."""
-    if lock.get('unreadable'):
-        return True, 'the lock file is not valid JSON (a run died while writing it?)'
-    host = lock.get('controller_host') or ''
-    pid = lock.get('controller_pid')
-    if host and host == this_host and pid:
-        if not controller_alive(pid):
-            return True, 'controller process %s on %s is gone' % (pid, host)
-        return False, 'controller process %s on %s is running' % (pid, host)
-    age = now - float(lock.get('created') or 0)
-    if age > stale_after:
-        return True, 'taken %d s ago, more than stale_after (%d s)' % (age, stale_after)
-    return False, 'taken %d s ago by controller %s' % (age, host or 'unknown')
-
-
-def write_lock(path, lock):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, 'w') as handle:
-        json.dump(lock, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+RUN_ID = re.compile(r'[!-~][ -~]{0,254}\Z')
 
 
 def main():
@@ -173,7 +177,11 @@ def main():
             run_id=dict(type='str', required=True),
             controller_host=dict(type='str', default=''),
             controller_pid=dict(type='int'),
+            controller_started=dict(type='str', default=''),
+            controller_user=dict(type='str', default=''),
             purpose=dict(type='str', default=''),
+            lease=dict(type='int', default=900),
+            break_run_id=dict(type='str'),
             stale_after=dict(type='int', default=21600),
             break_stale=dict(type='bool', default=False),
             force=dict(type='bool', default=False),
@@ -182,68 +190,45 @@ def main():
     )
     check_arguments(module)
     p = module.params
-    if not re.match(r'[!-~][ -~]{0,254}\Z', p['run_id']):
-        module.fail_json(msg='run_id must name the run in at most 255 printable characters on one line, not %r'
-                             % p['run_id'][:300])
+    for name in ('run_id', 'break_run_id'):
+        if p[name] is not None and not RUN_ID.match(p[name]):
+            module.fail_json(msg='%s must name a run in at most 255 printable characters on one line, not %r'
+                                 % (name, p[name][:300]))
+    if p['lease'] < 10:
+        module.fail_json(msg='lease must be at least 10 (seconds), not %d' % p['lease'])
     if p['stale_after'] < 0:
         module.fail_json(msg='stale_after must be >= 0 (seconds), not %d' % p['stale_after'])
     if p['controller_pid'] is not None and p['controller_pid'] < 1:
         module.fail_json(msg='controller_pid must be a process id (>= 1), not %d' % p['controller_pid'])
+    if p['break_stale']:
+        module.deprecate('break_stale has no effect: a stale lock is taken over without it; break a live lock '
+                         'with break_run_id', version='2.0.0', collection_name='renderfarm.tractor')
     path = p['path']
-    this_host = socket.gethostname()
-    now = time.time()
-    existing = read_lock(path)
-    previous = dict(existing) if existing else {}
-    if existing and existing.get('run_id') != p['run_id']:
-        stale, reason = staleness(existing, now, p['stale_after'], this_host)
-        previous.update(stale=stale, stale_reason=reason)
-    diff = dict(before=json.dumps(existing, indent=1, sort_keys=True) + '\n' if existing else '')
 
-    if p['state'] == 'absent':
-        if not existing:
-            module.exit_json(changed=False, lock={}, previous={})
-        if existing.get('run_id') != p['run_id'] and not p['force']:
-            module.fail_json(msg='%s is held by another run (%s, %s): not releasing it; use force=true only if '
-                                 'you know that run is gone' % (path, existing.get('run_id'), previous.get('stale_reason')),
-                             previous=previous)
-        if not module.check_mode:
-            os.unlink(path)
-        diff['after'] = ''
-        module.exit_json(changed=True, lock={}, previous=previous, diff=diff)
+    try:
+        if p['state'] == 'absent':
+            released, previous = tractor_lease.release(path, p['run_id'], force=p['force'], check_mode=module.check_mode)
+            diff = dict(before=dump(previous) if released else '', after='')
+            module.exit_json(changed=released, outcome='released' if released else 'absent', lock={},
+                             previous=previous if previous.get('run_id') != p['run_id'] else {}, diff=diff)
+        holder = dict(run_id=p['run_id'], controller_host=p['controller_host'], controller_pid=p['controller_pid'],
+                      controller_started=p['controller_started'], controller_user=p['controller_user'],
+                      purpose=p['purpose'])
+        before = tractor_lease.read(path)
+        outcome, lock, previous = tractor_lease.take(path, holder, p['lease'], break_run_id=p['break_run_id'],
+                                                     check_mode=module.check_mode,
+                                                     legacy_lease=p['stale_after'])
+    except tractor_lease.LeaseError as exc:
+        module.fail_json(msg=str(exc), previous=exc.previous)
+    if previous.get('stale') or previous.get('broken'):
+        module.warn('took over the lock of run %s: %s' % (previous.get('run_id'), 'broken by run id as asked'
+                                                          if previous.get('broken') else previous.get('stale_reason')))
+    module.exit_json(changed=outcome != 'renewed', outcome=outcome, lock=lock, previous=previous,
+                     diff=dict(before=dump(before) if before else '', after=dump(lock)))
 
-    if existing and existing.get('run_id') == p['run_id']:
-        module.exit_json(changed=False, lock=existing, previous=previous)
-    if existing:
-        if not previous['stale']:
-            module.fail_json(
-                msg='engine locked by another run: %s (%s) since %s, holder %s pid %s; wait for it to finish'
-                    % (existing.get('run_id'), existing.get('purpose') or 'no purpose given',
-                       time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(existing.get('created') or 0))),
-                       existing.get('controller_host'), existing.get('controller_pid')),
-                previous=previous)
-        if not p['break_stale']:
-            module.fail_json(
-                msg='stale lock found at %s: %s (%s). Make sure no run is still working on this engine, '
-                    'then break it with break_stale=true (the roles: tractor_lock_break_stale=true)'
-                    % (path, existing.get('run_id'), previous['stale_reason']),
-                previous=previous)
-    lock = dict(run_id=p['run_id'], controller_host=p['controller_host'], controller_pid=p['controller_pid'],
-                purpose=p['purpose'], created=now, host=this_host)
-    if not module.check_mode:
-        directory = os.path.dirname(path) or '.'
-        if not os.path.isdir(directory):
-            module.fail_json(msg='cannot lock %s: its directory %s does not exist (path must name a file in an '
-                                 'existing directory)' % (path, directory))
-        if existing:
-            os.unlink(path)  # breaking a stale lock (reported in previous)
-        try:
-            write_lock(path, lock)
-        except FileExistsError:
-            module.fail_json(msg='another run took the lock %s at the same moment; re-run later' % path)
-        except OSError as exc:
-            module.fail_json(msg='cannot write the lock %s: %s' % (path, exc))
-    diff['after'] = json.dumps(lock, indent=1, sort_keys=True) + '\n'
-    module.exit_json(changed=True, lock=lock, previous=previous, diff=diff)
+
+def dump(lock):
+    return json.dumps(lock, indent=1, sort_keys=True) + '\n'
 
 
 if __name__ == '__main__':

@@ -127,11 +127,11 @@ def test_shared_variables_parsed_from_the_preflight():
         "tractor_version", "tractor_config_dir", "tractor_install_prefix", "tractor_install_dir",
         "tractor_engine_owner", "tractor_engine_address", "tractor_engine_user",
         "tractor_service_manager", "tractor_service_name", "tractor_engine_pidfile",
-        "tractor_engine_log_file", "tractor_engine_timeout", "tractor_lock_break_stale",
-        "tractor_lock_stale_after"}
+        "tractor_engine_log_file", "tractor_engine_timeout", "tractor_lock_lease",
+        "tractor_lock_break", "tractor_lock_stale_after", "tractor_version_adopt_live"}
     assert SHARED["tractor_install_prefix"] == "/opt/pixar"
     assert same_value(SHARED["tractor_engine_timeout"], 120)
-    assert same_value(SHARED["tractor_lock_break_stale"], False)
+    assert same_value(SHARED["tractor_lock_lease"], 900)
     assert SHARED["tractor_install_dir"] is None  # computed from the prefix and the version
 
 

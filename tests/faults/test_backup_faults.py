@@ -140,22 +140,27 @@ def test_04_disk_full_during_backup_leaves_no_partial_file(backup_round):
 
 def test_09_lock_held_by_a_live_run_is_refused(backup_round):
     run = backup_round
-    assert_failed_with(run, "locked", "engine locked by another run: other-run-live")
+    assert_failed_with(run, "locked", "engine locked by another run: run other-run-live (backup 2.2)",
+                       f"its controller process {run['live_lock']['controller_pid']} on", "-e tractor_lock_break=other-run-live")
     assert_untouched(run, "locked")
     with open(os.path.join(run["sites"]["locked"].data_dir, LOCK), encoding="utf-8") as handle:
         assert json.load(handle) == run["live_lock"]  # left alone
 
 
-def test_09_stale_lock_of_a_killed_run_is_detected_and_reported(backup_round):
+def test_09_lock_of_a_killed_run_is_taken_over_and_reported(backup_round):
     run = backup_round
-    lock = run["stale_lock"]
+    lock, site = run["stale_lock"], run["sites"]["stale"]
     assert lock["controller_pid"] == run["killed"].proc.pid  # the killed ansible-playbook took it
-    assert_failed_with(run, "stale", f"stale lock found at {run['sites']['stale'].data_dir}/{LOCK}",
-                       f"controller process {lock['controller_pid']} on {lock['controller_host']} is gone",
-                       "tractor_lock_break_stale=true")
-    assert_untouched(run, "stale")
-    with open(os.path.join(run["sites"]["stale"].data_dir, LOCK), encoding="utf-8") as handle:
-        assert json.load(handle) == lock  # kept for the operator to look at
+    # Its controller was this host and its process is gone: the next run takes the lock over
+    # without any option, backs up, and says so in its report.
+    entry = run["report"]["stale"]
+    assert entry["result"] == "ok", entry
+    reason = f"its controller process {lock['controller_pid']} on {lock['controller_host']} is gone"
+    assert entry["lock_taken_over"] == {"run_id": lock["run_id"], "reason": reason}
+    assert f"took over the lock of run {lock['run_id']}: {reason}" in run["output"]
+    assert serving_version(site) == "2.2" and job_records(site) == run["before"]["stale"]
+    assert backup_problems(run["farm"].backups) == [] and os.listdir(os.path.join(run["farm"].backups, "stale"))
+    assert not os.path.exists(os.path.join(site.data_dir, LOCK))  # released by the run that took it over
 
 
 def test_10_missing_engine_owner_is_refused(backup_round):

@@ -159,6 +159,8 @@ def cases(site):
         ("tractor_lock", "controller_pid", st.one_of(not_an_int, negative, st.just(0)), dict(lock)),
         ("tractor_lock", "stale_after", st.one_of(not_an_int, negative), dict(lock)),
         ("tractor_lock", "break_stale", not_a_bool, dict(lock)),
+        ("tractor_lock", "lease", st.one_of(not_an_int, negative, st.integers(min_value=0, max_value=9)), dict(lock)),
+        ("tractor_lock", "break_run_id", st.one_of(st.just(""), st.just("   "), HUGE, st.just("a\nb")), dict(lock)),
         ("tractor_lock", "force", not_a_bool, dict(lock, state="absent")),
     ]
     return out

@@ -164,12 +164,14 @@ def test_08_host_unreachable_mid_batch_stops_the_rollout_and_a_rerun_resumes(far
         assert job_records(site) == before[name], name
     assert backup_problems(farm.backups) == []
 
-    # The host is back. Its lock is the stale one of the finished run; the re-run breaks it.
+    # The host is back. Its lock is the one of the finished run, whose controller process is gone:
+    # a plain re-run takes it over and says so.
     os.unlink(switch)
-    rerun = farm.play("upgrade", upgrade_version="2.4", upgrade_serial=[2, "100%"], tractor_lock_break_stale=True)
+    rerun = farm.play("upgrade", upgrade_version="2.4", upgrade_serial=[2, "100%"])
     report = {e["engine"]: e for e in farm.report("upgrade")["engines"]}
     assert report["a"]["result"] == "unchanged" and report["b"]["result"] == "ok" and report["c"]["result"] == "ok"
-    assert "stale" in flat(rerun)  # the broken lock is reported
+    assert "is gone" in report["b"]["lock_taken_over"]["reason"]
+    assert "took over the lock of run " in flat(rerun)
     for name, site in sites.items():
         assert serving_version(site) == "2.4", name
         assert job_records(site) == before[name], name
@@ -259,10 +261,11 @@ def test_15_ctrl_c_between_stop_and_start_then_a_rerun_brings_the_engine_back(fa
     lock = json.load(open(os.path.join(site.data_dir, LOCK)))
     assert lock["controller_pid"] == run.proc.pid                         # the interrupted run's
 
-    farm.play("upgrade", upgrade_version="2.4", tractor_lock_break_stale=True)
+    farm.play("upgrade", upgrade_version="2.4")  # a plain re-run: the lock of the interrupted run is taken over
     assert serving_version(site) == "2.4"
     assert job_records(site) == before
-    assert farm.report("upgrade")["engines"][0]["result"] == "ok"
+    entry = farm.report("upgrade")["engines"][0]
+    assert entry["result"] == "ok" and entry["lock_taken_over"]["run_id"] == lock["run_id"]
     assert backup_problems(farm.backups) == []
     assert not os.path.exists(os.path.join(site.data_dir, LOCK))
     assert stat.S_IMODE(os.stat(backups(farm.backups)[-1]).st_mode) == 0o600
@@ -292,7 +295,7 @@ def test_15_ctrl_c_during_a_backup_then_a_rerun_starts_the_engine_again(farm, si
     assert backup_problems(farm.backups) == []                             # no partial backup
     assert os.path.exists(mark)                                            # "the backup stopped it"
 
-    rerun = farm.play("backup", tractor_lock_break_stale=True)
+    rerun = farm.play("backup")  # a plain re-run: the lock of the interrupted run is taken over
     assert f"{mark} says an interrupted backup run stopped it" in flat(rerun)
     assert serving_version(site) == "2.2"                                  # back, serving
     assert job_records(site) == before

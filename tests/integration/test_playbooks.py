@@ -122,7 +122,9 @@ def test_backup_shows_progress_survives_its_lost_controller_and_a_rerun_finishes
     env = {"ANSIBLE_ASYNC_DIR": async_dir}
     # The archive is written at 2 MiB/s (backup_max_rate): a job database of tens of MB takes
     # well over 10 s to archive however fast the machine, long enough to see progress and act.
-    slow = dict(backup_max_rate="2M", tractor_lock_break_stale=True)
+    # No lock option anywhere: a run whose controller (this host) and jobs are gone has a stale lock,
+    # which the next run takes over by itself.
+    slow = dict(backup_max_rate="2M")
 
     # 1. Progress lines, then the controller is lost (killed, as a dropped SSH session kills it):
     # the job goes on on the host and completes the backup.
@@ -147,6 +149,9 @@ def test_backup_shows_progress_survives_its_lost_controller_and_a_rerun_finishes
     assert manifest["jidcounter"] in (str(jid), jid) and manifest["params_source"] == "restore-verification"
     assert hashlib.sha256(open(first[0], "rb").read()).hexdigest() == manifest["sha256"]
     wait_for(lambda: not [n for n in os.listdir(engine_dir) if n.startswith(".copy-")], 60, "the copy removed")
+    # The orphaned job kept the lost run's lock while it worked (a worker in the lock) and leaves it as it ends.
+    lock_path = os.path.join(site.data_dir, ".renderfarm-tractor.lock")
+    wait_for(lambda: not json.load(open(lock_path))["workers"], 120, "the orphaned job to leave the lock")
 
     # 2. This time the job itself is killed while it writes (a host-side kill): what is left is a
     # finished copy and a temporary archive. A plain re-run writes that archive from the copy.
@@ -163,7 +168,7 @@ def test_backup_shows_progress_survives_its_lost_controller_and_a_rerun_finishes
     assert glob.glob(os.path.join(engine_dir, "." + os.path.basename(interrupted) + ".tmp-*"))
 
     time.sleep(1.1)
-    rerun = farm.play("backup", tractor_lock_break_stale=True)
+    rerun = farm.play("backup")
     manifest = json.load(open(interrupted + ".manifest.json"))
     assert manifest["source"]["copy"] == os.path.join(engine_dir, copies[0]), manifest
     assert manifest["params_source"] == "restore-verification" and manifest["jidcounter"] in (str(jid), jid)
@@ -454,6 +459,28 @@ def test_upgrade_refuses_a_downgrade(farm, site):
     assert engine_status(site)["version"] == "2.4"
 
 
+def test_backup_refuses_an_engine_serving_another_version_than_the_inventory(farm, site):
+    # The inventory was not updated after a rollout: it says 2.2, the engine serves 2.4.
+    farm.add("prod", site, "2.2")
+    farm.start("prod", "2.4")
+    pid = engine_status(site)["pid"]
+    proc = farm.play("backup", expect_ok=False)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert ("the engine serves Tractor 2.4 (the Server header of its replies), but the inventory says "
+            "tractor_version: 2.2. Set tractor_version: \"2.4\" for this host") in out, out[-3000:]
+    assert "Nothing was changed" in out
+    assert engine_status(site)["pid"] == pid and engine_status(site)["version"] == "2.4"  # never stopped
+    assert not os.path.exists(os.path.join(farm.backups, "prod"))
+    assert not os.path.exists(os.path.join(site.data_dir, ".renderfarm-tractor.lock"))
+    # Told to take the version the engine serves, the backup runs and restarts 2.4, not 2.2.
+    farm.play("backup", tractor_version_adopt_live=True)
+    archive = glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))
+    assert len(archive) == 1 and "-2.4-" in os.path.basename(archive[0])
+    assert engine_status(site)["version"] == "2.4"
+    assert farm.report("backup")["engines"][0]["version_before"] == "2.4"
+
+
 def test_lock_held_by_another_run_is_refused(farm, site):
     farm.add("prod", site, "2.2")
     farm.start("prod", "2.2")
@@ -462,7 +489,9 @@ def test_lock_held_by_another_run_is_refused(farm, site):
         json.dump({"run_id": "someone-else", "controller_host": "another-controller", "controller_pid": 1,
                    "created": time.time(), "purpose": "upgrade 2.2 -> 2.3"}, handle)
     proc = farm.play("backup", expect_ok=False)
-    assert proc.returncode != 0 and "engine locked by another run: someone-else" in proc.stdout
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0 and "engine locked by another run: run someone-else (upgrade 2.2 -> 2.3)" in out
+    assert "from controller another-controller" in out and "-e tractor_lock_break=someone-else" in out
     assert json.load(open(lock))["run_id"] == "someone-else"  # left alone
     assert not glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))
 

@@ -76,15 +76,20 @@ def lock_args(site, run_id, **extra):
     return args
 
 
-def test_lock_take_hold_refuse_release(site, ansible):
+def test_lock_take_renew_refuse_release(site, ansible):
     path = os.path.join(site.data_dir, ".renderfarm-tractor.lock")
     check = ansible.module("tractor_lock", lock_args(site, "run-a"), check=True)
-    assert changed(check) and not os.path.exists(path)
-    took = ansible.module("tractor_lock", lock_args(site, "run-a"))
-    assert changed(took) and json.load(open(path))["run_id"] == "run-a"
-    assert not changed(ansible.module("tractor_lock", lock_args(site, "run-a")))  # same run: unchanged
+    assert changed(check) and check["outcome"] == "taken" and not os.path.exists(path)
+    took = ansible.module("tractor_lock", lock_args(site, "run-a", lease=600))
+    first = json.load(open(path))
+    assert changed(took) and first["run_id"] == "run-a" and first["expires"] == first["created"] + 600
+    renewed = ansible.module("tractor_lock", {"path": path, "run_id": "run-a", "lease": 900})
+    after = json.load(open(path))
+    assert not changed(renewed) and renewed["outcome"] == "renewed"
+    assert after["expires"] > first["expires"] and after["controller_pid"] == first["controller_pid"]  # holder kept
     other = ansible.module("tractor_lock", lock_args(site, "run-b"))
-    assert other["failed"] and "engine locked by another run: run-a (test)" in other["msg"]
+    assert other["failed"] and "engine locked by another run: run run-a (test)" in other["msg"]
+    assert "tractor_lock_break=run-a" in other["msg"]
     refused = ansible.module("tractor_lock", lock_args(site, "run-b", state="absent"))
     assert refused["failed"] and json.load(open(path))["run_id"] == "run-a"
     released = ansible.module("tractor_lock", lock_args(site, "run-a", state="absent"))
@@ -92,14 +97,16 @@ def test_lock_take_hold_refuse_release(site, ansible):
     assert not changed(ansible.module("tractor_lock", lock_args(site, "run-a", state="absent")))
 
 
-def test_stale_lock_is_reported_and_only_broken_on_request(site, ansible):
+def test_lock_of_a_gone_run_is_taken_over_and_a_live_one_only_by_run_id(site, ansible):
     path = os.path.join(site.data_dir, ".renderfarm-tractor.lock")
     with open(path, "w") as handle:  # a run on this controller that died: its pid is gone
-        json.dump({"run_id": "dead-run", "controller_host": socket.gethostname(),
-                   "controller_pid": 2 ** 22 + 4242, "created": 0, "purpose": "upgrade"}, handle)
-    refused = ansible.module("tractor_lock", lock_args(site, "run-c"))
-    assert refused["failed"] and "stale lock found" in refused["msg"] and "is gone" in refused["msg"]
-    assert json.load(open(path))["run_id"] == "dead-run"
-    broke = ansible.module("tractor_lock", lock_args(site, "run-c", break_stale=True))
-    assert changed(broke) and broke["previous"]["stale"] is True
-    assert json.load(open(path))["run_id"] == "run-c"
+        json.dump({"run_id": "dead-run", "controller_host": socket.gethostname(), "controller_pid": 2 ** 22 + 4242,
+                   "created": 0, "expires": 4e9, "purpose": "upgrade"}, handle)
+    took = ansible.module("tractor_lock", lock_args(site, "run-c"))
+    assert changed(took) and took["outcome"] == "taken over" and took["previous"]["stale"] is True
+    assert "is gone" in took["previous"]["stale_reason"] and json.load(open(path))["run_id"] == "run-c"
+    # run-c's controller (this test) runs and its lease runs: only its run id breaks it
+    wrong = ansible.module("tractor_lock", lock_args(site, "run-d", break_run_id="run-x"))
+    assert wrong["failed"] and "You asked to break run run-x, which does not hold it" in wrong["msg"]
+    broke = ansible.module("tractor_lock", lock_args(site, "run-d", break_run_id="run-c"))
+    assert changed(broke) and broke["previous"]["broken"] is True and json.load(open(path))["run_id"] == "run-d"

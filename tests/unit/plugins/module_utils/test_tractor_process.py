@@ -8,7 +8,7 @@ import sys
 import time
 
 from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_process as tp
-from ansible_collections.renderfarm.tractor.plugins.modules import tractor_lock
+from ansible_collections.renderfarm.tractor.plugins.module_utils import tractor_lease
 
 
 def test_engine_argv_and_version_from_argv():
@@ -48,9 +48,9 @@ def test_tail_file(tmp_path):
 # -- started ---------------------------------------------------------------------------------------
 
 
-def test_lock_controller_alive_uses_the_same_rule():
-    assert tractor_lock.controller_alive(os.getpid()) and tractor_lock.controller_alive(str(os.getpid()))
-    assert tractor_lock.controller_alive("not a pid")  # never stale on a guess
+def test_lease_process_check_uses_the_same_rule():
+    assert tractor_lease.process_runs(os.getpid(), None) and tractor_lease.process_runs(str(os.getpid()), "")
+    assert tractor_lease.process_runs("not a pid", None) is None  # unknown: never stale on a guess
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert not tractor_lock.controller_alive(proc.pid)
+    assert tractor_lease.process_runs(proc.pid, None) is False

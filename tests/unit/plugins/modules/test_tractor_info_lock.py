@@ -1,8 +1,8 @@
-"""Unit tests of the pure parts of tractor_info (mountinfo) and tractor_lock (staleness)."""
+"""Unit tests of the pure parts of tractor_info (mountinfo)."""
 
 from __future__ import annotations
 
-from ansible_collections.renderfarm.tractor.plugins.modules import tractor_info, tractor_lock
+from ansible_collections.renderfarm.tractor.plugins.modules import tractor_info
 
 MOUNTINFO = """\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -19,17 +19,3 @@ def test_mountinfo_longest_prefix_and_network_types():
     assert tractor_info.mount_of("/net/farmer", mounts)[0] == "/"  # a prefix of the name is not a parent
     described = tractor_info.describe_path("/net/farm/does/not/exist", mounts)
     assert described["network"] is True and described["exists"] is False
-
-
-def test_lock_staleness():
-    now = 1000.0
-    alive = {"run_id": "a", "controller_host": "ctl", "controller_pid": 1, "created": 10}
-    assert tractor_lock.staleness(alive, now, 100, "ctl") == (False, "controller process 1 on ctl is running")
-    dead = dict(alive, controller_pid=2 ** 22 + 12345)
-    stale, reason = tractor_lock.staleness(dead, now, 100, "ctl")
-    assert stale and "is gone" in reason
-    remote_old = dict(alive, controller_host="elsewhere", created=0)
-    assert tractor_lock.staleness(remote_old, now, 100, "ctl")[0] is True
-    remote_new = dict(alive, controller_host="elsewhere", created=950)
-    assert tractor_lock.staleness(remote_new, now, 100, "ctl")[0] is False
-    assert tractor_lock.staleness({"unreadable": True}, now, 100, "ctl")[0] is True
