@@ -114,6 +114,12 @@ class Farm:
         with open(found[-1], encoding="utf-8") as handle:
             return json.load(handle)
 
+    def report_markdown(self, playbook) -> str:
+        found = sorted(glob.glob(os.path.join(self.reports, f"{playbook}-*", "report.md")), key=os.path.getmtime)
+        assert found, f"no {playbook} report.md in {self.reports}"
+        with open(found[-1], encoding="utf-8") as handle:
+            return handle.read()
+
     def cleanup(self):
         for proc in self.running:
             if proc.poll() is None:

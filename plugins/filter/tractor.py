@@ -10,6 +10,7 @@ __metaclass__ = type
 import datetime
 import json
 import pprint
+import re
 from xml.sax.saxutils import escape, quoteattr
 
 
@@ -194,12 +195,64 @@ def _cell(value):
     return str(value).replace('|', '\\|').replace('\n', ' ')
 
 
+def _human_size(size):
+    """1536 -> '1.5 KiB'; what is not a number is shown as it is."""
+    try:
+        size = float(size)
+    except (TypeError, ValueError):
+        return str(size)
+    for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(size) < 1024 or unit == 'TiB':
+            return '%d bytes' % size if unit == 'bytes' else '%.1f %s' % (size, unit)
+        size /= 1024.0
+
+
+def _epoch(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mermaid_name(text):
+    # Mermaid's gantt syntax gives ':' and '#' a meaning inside a task's name; ';' ends a statement
+    return re.sub(r'[:#;]', '_', str(text))
+
+
+def _batch_order(batch):
+    return (0, int(batch), '') if batch.isdigit() else (1, 0, batch)
+
+
+def _timeline(engines):
+    """A Mermaid gantt of the rollout (GitHub and GitLab draw it): per batch, each engine from its
+    start to its end, with the time it did not serve marked critical."""
+    timed = [e for e in engines if _epoch((e.get('timeline') or {}).get('started')) is not None]
+    if not timed:
+        return []
+    out = ['', '## Timeline', '', '```mermaid', 'gantt', '    dateFormat X', '    axisFormat %H:%M:%S']
+    batches = sorted(set(str(e.get('batch') or '?') for e in timed), key=_batch_order)
+    for batch in batches:
+        out.append('    section batch %s' % batch)
+        for e in [e for e in timed if str(e.get('batch') or '?') == batch]:
+            t = e['timeline']
+            started = int(_epoch(t['started']))
+            ended = int(_epoch(t.get('ended')) or started) + 1  # a bar is at least a second wide
+            name = _mermaid_name(e.get('engine'))
+            tag = 'crit' if e.get('result') in ('failed', 'rolled back') else 'active'
+            out.append('    %s %s : %s, %d, %d' % (name, _mermaid_name(e.get('result') or ''), tag, started, ended))
+            stopped, healthy = _epoch(t.get('stopped')), _epoch(t.get('healthy'))
+            if stopped is not None and healthy is not None:
+                out.append('    %s down : crit, %d, %d' % (name, int(stopped), int(healthy) + 1))
+    out.append('```')
+    return out
+
+
 def _backup_cell(backup):
     if not backup.get('path'):
         return None
     details = []
     if backup.get('size') not in (None, '', 'None'):
-        details.append('%s bytes' % backup['size'])
+        details.append(_human_size(backup['size']))
     if backup.get('sha256') not in (None, '', 'None'):
         details.append('sha256 %s' % str(backup['sha256'])[:12])
     return '%s (%s)' % (backup['path'], ', '.join(details)) if details else backup['path']
@@ -233,8 +286,23 @@ def tractor_report_markdown(report):
                     % (e.get('engine'), _cell(taken.get('run_id')), _cell(taken.get('reason')))]
         if e.get('error'):
             out += ['', '**%s failed:** %s' % (e.get('engine'), _cell(e.get('error')))]
+    out += _timeline(engines)
     out.append('')
     return '\n'.join(out)
+
+
+def tractor_report_summary(report, report_dir):
+    """What a run passes to set_stats: where the report is, the count of each result, and one
+    line per engine (AWX shows it as the job's artifacts)."""
+    engines = report.get('engines', [])
+    results = {}
+    for engine in engines:
+        results[engine.get('result')] = results.get(engine.get('result'), 0) + 1
+    keys = ('engine', 'result', 'version_before', 'version_after', 'error')
+    return dict(playbook=report.get('playbook'), run_id=report.get('run_id'), finished=report.get('finished'),
+                check_mode=report.get('check_mode'), dir=report_dir,
+                files=['%s/%s' % (report_dir, name) for name in ('report.json', 'report.md', 'report.xml')],
+                results=results, engines=[dict((k, e.get(k)) for k in keys if e.get(k) is not None) for e in engines])
 
 
 class FilterModule(object):
@@ -247,4 +315,5 @@ class FilterModule(object):
             'tractor_config_literal': tractor_config_literal,
             'tractor_report_junit': tractor_report_junit,
             'tractor_report_markdown': tractor_report_markdown,
+            'tractor_report_summary': tractor_report_summary,
         }

@@ -172,6 +172,15 @@ def test_08_host_unreachable_mid_batch_stops_the_rollout_and_a_rerun_resumes(far
     assert report["a"]["result"] == "unchanged" and report["b"]["result"] == "ok" and report["c"]["result"] == "ok"
     assert "is gone" in report["b"]["lock_taken_over"]["reason"]
     assert "took over the lock of run " in flat(rerun)
+    # The report draws the rollout of the three engines: batch 1 (a, b), then batch 2 (c).
+    assert [report[name]["batch"] for name in "abc"] == [1, 1, 2]
+    for name in "bc":
+        times = report[name]["timeline"]
+        assert times["started"] <= times["stopped"] <= times["healthy"] <= times["ended"], times
+    assert report["c"]["timeline"]["started"] >= max(report[name]["timeline"]["ended"] for name in "ab")
+    gantt = farm.report_markdown("upgrade").split("```mermaid\ngantt\n", 1)[1]
+    assert gantt.index("section batch 1") < gantt.index("    a unchanged : active, ") < gantt.index("section batch 2")
+    assert gantt.index("section batch 2") < gantt.index("    c ok : active, ") and "    b down : crit, " in gantt
     for name, site in sites.items():
         assert serving_version(site) == "2.4", name
         assert job_records(site) == before[name], name

@@ -474,7 +474,12 @@ def test_backup_refuses_an_engine_serving_another_version_than_the_inventory(far
     assert not os.path.exists(os.path.join(farm.backups, "prod"))
     assert not os.path.exists(os.path.join(site.data_dir, ".renderfarm-tractor.lock"))
     # Told to take the version the engine serves, the backup runs and restarts 2.4, not 2.2.
-    farm.play("backup", tractor_version_adopt_live=True)
+    # (with Ansible's default output: the summary for AWX's artifacts is passed to set_stats)
+    adopted = farm.play("backup", env={"ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_SHOW_CUSTOM_STATS": "1"},
+                        tractor_version_adopt_live=True)
+    stats = json.loads(adopted.stdout.split("CUSTOM STATS", 1)[1].split("RUN:", 1)[1])["renderfarm_tractor_report"]
+    assert stats["results"] == {"ok": 1} and stats["engines"][0]["version_after"] == "2.4"
+    assert os.path.isfile(stats["files"][1]) and stats["files"][1].endswith("/report.md")
     archive = glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))
     assert len(archive) == 1 and "-2.4-" in os.path.basename(archive[0])
     assert engine_status(site)["version"] == "2.4"

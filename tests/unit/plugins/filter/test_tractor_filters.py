@@ -93,8 +93,32 @@ def test_reports_are_valid_junit_and_markdown():
     assert "**b<&> failed:** schema <upgrade> failed" in markdown
     assert "**b<&> job database kept:** same schema 2.2-4" in markdown
     assert markdown.count("job database") == 1  # engine a recorded no database path
+    assert "Timeline" not in markdown  # no engine recorded times
     missing = f.tractor_missing_records(["a", "c"], report["engines"])
     assert [m["engine"] for m in missing] == ["c"] and missing[0]["result"] == "missing"
+
+
+def test_the_report_draws_the_rollout_as_a_gantt_by_batch_with_human_sizes():
+    t0 = 1_800_000_000
+    engines = [
+        {"engine": "a", "result": "ok", "batch": 1, "backup": {"path": "/b/a.tgz", "size": 3 * 1024 ** 3},
+         "timeline": {"started": t0, "stopped": t0 + 5.2, "healthy": t0 + 9.9, "ended": t0 + 30}},
+        {"engine": "b:1", "result": "rolled back", "batch": 2,
+         "timeline": {"started": t0 + 31, "stopped": t0 + 35, "healthy": None, "ended": t0 + 80}},
+        {"engine": "c", "result": "unchanged", "batch": 2, "timeline": {"started": t0 + 31, "ended": t0 + 33.5}},
+        {"engine": "d", "result": "missing"}]
+    markdown = f.tractor_report_markdown({"playbook": "upgrade", "engines": engines})
+    gantt = markdown[markdown.index("```mermaid"):]
+    assert gantt.splitlines()[:4] == ["```mermaid", "gantt", "    dateFormat X", "    axisFormat %H:%M:%S"]
+    assert gantt.index("section batch 1") < gantt.index("a ok : active") < gantt.index("section batch 2")
+    assert f"    a ok : active, {t0}, {t0 + 31}" in gantt and f"    a down : crit, {t0 + 5}, {t0 + 10}" in gantt
+    assert f"    b_1 rolled back : crit, {t0 + 31}, {t0 + 81}" in gantt  # ':' would end the name in Mermaid
+    assert "b_1 down" not in gantt and f"    c unchanged : active, {t0 + 31}, {t0 + 34}" in gantt
+    assert " d " not in gantt and "/b/a.tgz (3.0 GiB)" in markdown
+    summary = f.tractor_report_summary({"playbook": "upgrade", "run_id": "r1", "engines": engines}, "/srv/r/upgrade-r1")
+    assert summary["results"] == {"ok": 1, "rolled back": 1, "unchanged": 1, "missing": 1}
+    assert summary["files"][1] == "/srv/r/upgrade-r1/report.md" and summary["run_id"] == "r1"
+    assert summary["engines"][3] == {"engine": "d", "result": "missing"}
 
 
 def test_config_literal_is_what_tractor_dbctl_can_read():
