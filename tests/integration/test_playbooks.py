@@ -56,7 +56,9 @@ def test_backup_retention_and_restart(farm, site):
     assert sorted(os.listdir(os.path.join(farm.backups, "prod"))) == before  # check mode wrote nothing
     assert "Would stop the engine" in check.stdout
 
-    farm.play("backup", backup_keep_last=1)
+    # every number as the text an AWX survey (a Text question) or a CI variable sends
+    farm.play("backup", backup_keep_last="1", backup_keep_days="0", backup_compression_level="1",
+              tractor_engine_timeout="120", tractor_lock_lease="900", tractor_lock_stale_after="21600")
     remaining = glob.glob(os.path.join(farm.backups, "prod", "*.tgz"))
     assert len(remaining) == 1 and remaining != first  # the older one was pruned, the newest kept
     assert not os.path.exists(first[0] + ".manifest.json")
