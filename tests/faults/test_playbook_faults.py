@@ -7,6 +7,7 @@ Outcomes are read without Ansible (engine URL API, SQL, files on disk).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -257,10 +258,18 @@ def test_15_ctrl_c_between_stop_and_start_then_a_rerun_brings_the_engine_back(fa
     spool_jobs(site)
     before = job_records(site)
 
-    run = farm.start_play("upgrade", upgrade_version="2.4")
-    wait_for(gone(site, "2.2"), 600, lambda: "the upgrade to stop the engine\n" + run.output())
-    run.signal_group(signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
-    rc = run.wait(300)
+    # The run is held inside its downtime (its copy job stopped) before the Ctrl-C, so that the
+    # interrupt lands between the stop and the start however fast or slow the machine is.
+    async_dir = str(farm.base / "async")
+    run = farm.start_play("upgrade", env={"ANSIBLE_ASYNC_DIR": async_dir}, upgrade_version="2.4")
+    job = wait_for(lambda: copy_job(async_dir), 600, lambda: "the copy of the stopped database\n" + run.output())
+    os.kill(job["pid"], signal.SIGSTOP)
+    try:
+        assert not engine_processes(site, "2.2")  # the copy runs only once the engine is down
+        run.signal_group(signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
+        rc = run.wait(300)
+    finally:
+        os.killpg(os.getpgid(job["pid"]), signal.SIGKILL)  # the job too (as a reboot of the host would)
     output = " ".join(run.output().split())
 
     assert rc != 0 and "User interrupted execution" in output, output[-3000:]
@@ -280,6 +289,19 @@ def test_15_ctrl_c_between_stop_and_start_then_a_rerun_brings_the_engine_back(fa
     assert stat.S_IMODE(os.stat(backups(farm.backups)[-1]).st_mode) == 0o600
 
 
+def copy_job(async_dir):
+    """The progress of a tractor_db job copying the stopped database, if one runs."""
+    for path in glob.glob(os.path.join(async_dir, "renderfarm-tractor-progress-*.json")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if str(data.get("step") or "").startswith("copying the stopped job database"):
+            return data
+    return None
+
+
 RESTART_MARK = ".renderfarm-tractor-backup-stopped.json"
 
 
@@ -292,10 +314,17 @@ def test_15_ctrl_c_during_a_backup_then_a_rerun_starts_the_engine_again(farm, si
     before = job_records(site)
     mark = os.path.join(site.data_dir, RESTART_MARK)
 
-    run = farm.start_play("backup")
-    wait_for(gone(site, "2.2"), 600, lambda: "the backup to stop the engine\n" + run.output())
-    run.signal_group(signal.SIGINT)
-    rc = run.wait(300)
+    # held inside the downtime (its copy job stopped) before the Ctrl-C, as in the upgrade above
+    async_dir = str(farm.base / "async-backup")
+    run = farm.start_play("backup", env={"ANSIBLE_ASYNC_DIR": async_dir})
+    job = wait_for(lambda: copy_job(async_dir), 600, lambda: "the copy of the stopped database\n" + run.output())
+    os.kill(job["pid"], signal.SIGSTOP)
+    try:
+        assert not engine_processes(site, "2.2")
+        run.signal_group(signal.SIGINT)
+        rc = run.wait(300)
+    finally:
+        os.killpg(os.getpgid(job["pid"]), signal.SIGKILL)
     output = " ".join(run.output().split())
 
     assert rc != 0 and "User interrupted execution" in output, output[-3000:]
