@@ -13,6 +13,8 @@ import pprint
 import re
 from xml.sax.saxutils import escape, quoteattr
 
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import human_size
+
 
 def _get(mapping, key, default=None):
     try:
@@ -198,13 +200,9 @@ def _cell(value):
 def _human_size(size):
     """1536 -> '1.5 KiB'; what is not a number is shown as it is."""
     try:
-        size = float(size)
+        return human_size(float(size))
     except (TypeError, ValueError):
         return str(size)
-    for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(size) < 1024 or unit == 'TiB':
-            return '%d bytes' % size if unit == 'bytes' else '%.1f %s' % (size, unit)
-        size /= 1024.0
 
 
 def _epoch(value):

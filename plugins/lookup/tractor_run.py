@@ -42,16 +42,14 @@ import socket
 
 from ansible.plugins.lookup import LookupBase
 
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_lease import process_start
+
 
 def _controller_process():
     """pid and start time of the ansible-playbook process (workers are forked from it)."""
     pid = os.getppid()
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            started = handle.read().rsplit(')', 1)[1].split()[19]
-    except (IOError, OSError, IndexError):
-        started = '0'
-    return pid, started
+    # the same reading the lock applies when it checks whether this process still runs
+    return pid, process_start(pid) or '0'
 
 
 class LookupModule(LookupBase):

@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 
+from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_files import write_text_atomic
 from ansible_collections.renderfarm.tractor.plugins.module_utils.tractor_process import pid_alive
 
 # A lock written by 1.0.0 has no expiry: it expires this long after it was taken.
@@ -173,19 +174,9 @@ class Guard(object):
 
 def write(path, lock):
     """Replace the lock file atomically (a reader sees the old or the new one, never half)."""
-    temp = '%s.%d.tmp' % (path, os.getpid())
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, 'w') as handle:
-            json.dump(lock, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, path)
+        write_text_atomic(path, json.dumps(lock, sort_keys=True), mode=0o644)
     except (IOError, OSError) as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
         raise LeaseError('cannot write the lock %s: %s' % (path, exc))
 
 

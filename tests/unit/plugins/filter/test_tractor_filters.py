@@ -89,7 +89,7 @@ def test_reports_are_valid_junit_and_markdown():
     assert root.get("tests") == "2" and root.get("failures") == "1"
     assert root.find(".//testcase/failure").get("message") == "schema <upgrade> failed"
     markdown = f.tractor_report_markdown(report)
-    assert "| a | h | upgrade | ok | 2.2 | 2.4 | 3.2 | /b/a.tgz (10 bytes, sha256 abababababab) | no |" in markdown
+    assert "| a | h | upgrade | ok | 2.2 | 2.4 | 3.2 | /b/a.tgz (10 B, sha256 abababababab) | no |" in markdown
     assert "**b<&> failed:** schema <upgrade> failed" in markdown
     assert "**b<&> job database kept:** same schema 2.2-4" in markdown
     assert markdown.count("job database") == 1  # engine a recorded no database path
